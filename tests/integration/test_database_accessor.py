@@ -1,0 +1,394 @@
+"""The data layer against a real Postgres with the shipped migration applied."""
+
+import asyncio
+import json
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from svc.database_accessor import InvalidPod, PodNameTaken, PostgresDatabase, apply_migrations
+from svc.models import NewPod, PodChanges, QueuedEmail, StartSessionRequest
+from svc.types import PaymentStatus
+
+POD = NewPod(name="pod1", address="1 Demo Street", price=Decimal("0.25"), currency="gbp")
+
+
+def start_request(
+    pod_id: int, *, setup_intent: str = "seti_1", code: str = "123456", event: str | None = None
+) -> StartSessionRequest:
+    session_id = uuid4()
+    return StartSessionRequest(
+        event_id=event,
+        event_type="setup_intent.succeeded" if event else None,
+        session_id=session_id,
+        setup_intent_id=setup_intent,
+        pod_id=pod_id,
+        user_email="ada@example.com",
+        customer_id="cus_1",
+        payment_method="pm_1",
+        access_code=code,
+        started_email=QueuedEmail(
+            dedupe_key=f"access_code:{session_id}",
+            kind="access_code",
+            recipient="ada@example.com",
+            payload={"access_code": code},
+        ),
+        unavailable_email=QueuedEmail(
+            dedupe_key=f"pod_unavailable:{setup_intent}",
+            kind="pod_unavailable",
+            recipient="ada@example.com",
+            payload={"pod_name": "pod1"},
+        ),
+    )
+
+
+async def test_migration_applies_twice_without_change(database_url: str) -> None:
+    assert await apply_migrations(database_url) == ["0001_init.sql"]
+    assert await apply_migrations(database_url) == ["0001_init.sql"]
+
+
+async def test_insert_and_read_pods(db: PostgresDatabase) -> None:
+    created = await db.insert_pod(POD)
+    await db.insert_pod(
+        NewPod(name="alpha", address="2 Road", price=Decimal("0.1"), currency="eur")
+    )
+    assert created.name == "pod1"
+    assert created.price == Decimal("0.2500")
+    assert created.in_use is False
+    assert [pod.name for pod in await db.list_pods()] == ["alpha", "pod1"]
+    assert await db.get_pod_by_name("pod1") == created
+    assert await db.get_pod_by_id(created.id) == created
+    assert await db.get_pod_by_name("nope") is None
+    assert await db.get_pod_by_id(999) is None
+
+
+async def test_price_is_stored_exactly(db: PostgresDatabase, sql: asyncpg.Connection) -> None:
+    await db.insert_pod(NewPod(name="p", address="", price=Decimal("0.1234"), currency="gbp"))
+    assert await sql.fetchval("select price::text from pods where name = 'p'") == "0.1234"
+    column_type = await sql.fetchval(
+        "select data_type from information_schema.columns "
+        "where table_name = 'pods' and column_name = 'price'"
+    )
+    assert column_type == "numeric"
+
+
+async def test_duplicate_pod_name_is_refused(db: PostgresDatabase) -> None:
+    await db.insert_pod(POD)
+    with pytest.raises(PodNameTaken, match="A pod named 'pod1' already exists."):
+        await db.insert_pod(POD)
+
+
+@pytest.mark.parametrize(
+    ("pod", "message"),
+    [
+        (NewPod(name="bad name;--", address="", price=Decimal(1), currency="gbp"), "A pod name"),
+        (
+            NewPod(name="p", address="", price=Decimal("-0.01"), currency="gbp"),
+            "cannot be negative",
+        ),
+        (NewPod(name="p", address="", price=Decimal(1), currency="GBP!"), "three-letter code"),
+    ],
+)
+async def test_database_rejects_bad_pods(db: PostgresDatabase, pod: NewPod, message: str) -> None:
+    with pytest.raises(InvalidPod, match=message):
+        await db.insert_pod(pod)
+    assert await db.list_pods() == []
+
+
+async def test_update_pod_changes_only_what_is_given(db: PostgresDatabase) -> None:
+    await db.insert_pod(POD)
+    updated = await db.update_pod("pod1", PodChanges(price=Decimal("0.30"), seam_device_id="lock1"))
+    assert updated is not None
+    assert (updated.address, updated.price, updated.seam_device_id) == (
+        "1 Demo Street",
+        Decimal("0.3000"),
+        "lock1",
+    )
+    cleared = await db.update_pod("pod1", PodChanges(clear_seam_device_id=True))
+    assert cleared is not None and cleared.seam_device_id is None
+    assert await db.update_pod("nope", PodChanges(address="x")) is None
+
+
+async def test_start_session_claims_the_pod_and_queues_the_code(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    outcome = await db.start_session(request)
+    assert (outcome.outcome, outcome.session_id) == ("started", request.session_id)
+
+    session = await db.get_session_by_id(request.session_id)
+    assert session is not None
+    assert (session.pod_name, session.access_code, session.price_per_minute) == (
+        "pod1",
+        "123456",
+        Decimal("0.2500"),
+    )
+    assert session.end_time is None and session.payment_status is None
+    assert (await db.get_pod_by_id(pod.id)).in_use is True  # type: ignore[union-attr]
+    by_setup_intent = await db.get_session_by_setup_intent("seti_1")
+    assert by_setup_intent is not None and by_setup_intent.id == request.session_id
+    queued = await sql.fetch("select dedupe_key, payload from email_outbox")
+    assert [row["dedupe_key"] for row in queued] == [f"access_code:{request.session_id}"]
+    payload = json.loads(queued[0]["payload"])
+    assert payload["access_code"] == "123456"
+    # the database's start time is added to the message
+    assert datetime.fromisoformat(payload["start_time"]) == session.start_time
+
+
+async def test_same_setup_intent_returns_the_existing_session(db: PostgresDatabase) -> None:
+    pod = await db.insert_pod(POD)
+    first = await db.start_session(start_request(pod.id))
+    again = await db.start_session(start_request(pod.id))
+    assert again.outcome == "existing"
+    assert again.session_id == first.session_id
+
+
+async def test_event_seen_before_is_a_duplicate(db: PostgresDatabase) -> None:
+    pod = await db.insert_pod(POD)
+    assert (await db.start_session(start_request(pod.id, event="evt_1"))).outcome == "started"
+    assert (await db.start_session(start_request(pod.id, event="evt_1"))).outcome == "duplicate"
+    assert await db.is_event_processed("evt_1")
+    assert not await db.is_event_processed("evt_2")
+
+
+async def test_pod_in_use_queues_one_unavailable_email(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    pod = await db.insert_pod(POD)
+    await db.start_session(start_request(pod.id, setup_intent="seti_a"))
+    other = start_request(pod.id, setup_intent="seti_b", code="654321")
+    assert (await db.start_session(other)).outcome == "pod_unavailable"
+    assert (await db.start_session(other)).outcome == "pod_unavailable"
+    assert await db.get_session_by_id(other.session_id) is None
+    kinds = await sql.fetch("select kind from email_outbox order by id")
+    assert [row["kind"] for row in kinds] == ["access_code", "pod_unavailable"]
+
+
+async def test_a_recent_code_on_the_same_pod_is_refused(db: PostgresDatabase) -> None:
+    pod = await db.insert_pod(POD)
+    first = start_request(pod.id, setup_intent="seti_a", code="111111")
+    await db.start_session(first)
+    await db.close_session(first.session_id, max_minutes=180)
+    clash = await db.start_session(start_request(pod.id, setup_intent="seti_b", code="111111"))
+    assert clash.outcome == "code_clash"
+    fresh = await db.start_session(start_request(pod.id, setup_intent="seti_b", code="222222"))
+    assert fresh.outcome == "started"
+
+
+async def test_concurrent_starts_on_one_pod_open_exactly_one_session(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    pod = await db.insert_pod(POD)
+    requests = [start_request(pod.id, setup_intent=f"seti_{i}", code=f"{i:06d}") for i in range(30)]
+    outcomes = await asyncio.gather(*(db.start_session(r) for r in requests))
+    assert sorted(o.outcome for o in outcomes).count("started") == 1
+    assert sorted(o.outcome for o in outcomes).count("pod_unavailable") == 29
+    assert await sql.fetchval("select count(*) from pod_sessions where end_time is null") == 1
+
+
+async def test_concurrent_starts_of_one_setup_intent_agree(db: PostgresDatabase) -> None:
+    pod = await db.insert_pod(POD)
+    requests = [start_request(pod.id, setup_intent="seti_same") for _ in range(10)]
+    outcomes = await asyncio.gather(*(db.start_session(r) for r in requests))
+    assert sorted(o.outcome for o in outcomes) == ["existing"] * 9 + ["started"]
+    assert len({o.session_id for o in outcomes}) == 1
+
+
+async def test_database_refuses_a_second_open_session_on_a_pod(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    pod = await db.insert_pod(POD)
+    await db.start_session(start_request(pod.id))
+    with pytest.raises(asyncpg.UniqueViolationError, match="pod_sessions_one_open_per_pod"):
+        await sql.execute(
+            "insert into pod_sessions (id, pod_id, price_per_minute, currency, "
+            "stripe_customer_id, setup_intent_id, access_code) "
+            "values ($1, $2, 0.25, 'gbp', 'cus_x', 'seti_other', '999999')",
+            uuid4(),
+            pod.id,
+        )
+    with pytest.raises(asyncpg.UniqueViolationError, match="setup_intent_id"):
+        await sql.execute(
+            "insert into pod_sessions (id, pod_id, end_time, price_per_minute, currency, "
+            "stripe_customer_id, setup_intent_id, access_code) "
+            "values ($1, $2, now(), 0.25, 'gbp', 'cus_x', 'seti_1', '999999')",
+            uuid4(),
+            pod.id,
+        )
+
+
+async def test_close_fixes_the_end_once_and_frees_the_pod(db: PostgresDatabase) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    assert await db.close_session(request.session_id, max_minutes=180)
+    first = await db.get_session_by_id(request.session_id)
+    assert first is not None and first.end_time is not None
+    assert first.payment_status is PaymentStatus.PENDING
+    assert (await db.get_pod_by_id(pod.id)).in_use is False  # type: ignore[union-attr]
+    await asyncio.sleep(0.01)
+    assert await db.close_session(request.session_id, max_minutes=180)
+    again = await db.get_session_by_id(request.session_id)
+    assert again is not None and again.end_time == first.end_time
+    assert not await db.close_session(uuid4(), max_minutes=180)
+
+
+async def test_close_caps_the_end_at_the_longest_session(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    await sql.execute(
+        "update pod_sessions set start_time = now() - interval '5 hours' where id = $1",
+        request.session_id,
+    )
+    assert await db.list_overdue_sessions(max_minutes=180) == [request.session_id]
+    await db.close_session(request.session_id, max_minutes=180)
+    session = await db.get_session_by_id(request.session_id)
+    assert session is not None and session.end_time is not None
+    assert (session.end_time - session.start_time).total_seconds() == 180 * 60
+    assert await db.list_overdue_sessions(max_minutes=180) == []
+
+
+async def ended_session(db: PostgresDatabase, cost: int = 263) -> UUID:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    await db.close_session(request.session_id, max_minutes=180)
+    await db.set_session_cost(request.session_id, cost)
+    return request.session_id
+
+
+async def test_first_cost_recorded_is_kept(db: PostgresDatabase) -> None:
+    session_id = await ended_session(db, cost=263)
+    await db.set_session_cost(session_id, 999)
+    session = await db.get_session_by_id(session_id)
+    assert session is not None and session.cost_pence == 263
+
+
+async def test_one_charge_lease_at_a_time(db: PostgresDatabase) -> None:
+    session_id = await ended_session(db)
+    claims = await asyncio.gather(
+        *(db.claim_charge(session_id, lease_seconds=60) for _ in range(20))
+    )
+    assert claims.count(True) == 1
+    await db.release_charge(session_id)
+    assert await db.claim_charge(session_id, lease_seconds=60)
+
+
+async def test_record_payment_moves_pending_once_and_queues_emails(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    session_id = await ended_session(db)
+    receipt = QueuedEmail(
+        dedupe_key=f"receipt:{session_id}", kind="receipt", recipient="a@b.c", payload={}
+    )
+    outcome = await db.record_payment(
+        session_id,
+        status=PaymentStatus.SUCCEEDED,
+        payment_intent_id="pi_1",
+        error=None,
+        emails=[receipt],
+    )
+    assert outcome == "recorded"
+    again = await db.record_payment(
+        session_id,
+        status=PaymentStatus.FAILED,
+        payment_intent_id="pi_2",
+        error="declined",
+        emails=[receipt],
+    )
+    assert again == "unchanged"
+    session = await db.get_session_by_id(session_id)
+    assert session is not None
+    assert (session.payment_status, session.payment_intent_id) == (PaymentStatus.SUCCEEDED, "pi_1")
+    assert await sql.fetchval("select count(*) from email_outbox where kind = 'receipt'") == 1
+
+
+async def test_a_failed_payment_can_later_succeed_but_not_the_reverse(db: PostgresDatabase) -> None:
+    session_id = await ended_session(db)
+    for status, expected in [
+        (PaymentStatus.FAILED, "recorded"),
+        (PaymentStatus.SUCCEEDED, "recorded"),
+        (PaymentStatus.FAILED, "unchanged"),
+    ]:
+        outcome = await db.record_payment(
+            session_id, status=status, payment_intent_id="pi_1", error=None, emails=[]
+        )
+        assert outcome == expected
+
+
+async def test_record_payment_with_an_event_id_runs_once(db: PostgresDatabase) -> None:
+    session_id = await ended_session(db)
+    kwargs = {"payment_intent_id": "pi_1", "error": None, "emails": []}
+    first = await db.record_payment(
+        session_id, status=PaymentStatus.SUCCEEDED, event_id="evt_9", event_type="x", **kwargs
+    )
+    second = await db.record_payment(
+        session_id, status=PaymentStatus.SUCCEEDED, event_id="evt_9", event_type="x", **kwargs
+    )
+    assert (first, second) == ("recorded", "duplicate")
+
+
+async def test_outbox_hands_each_email_to_one_sender(db: PostgresDatabase) -> None:
+    await db.queue_emails(
+        [QueuedEmail(dedupe_key=f"k{i}", kind="x", recipient="a@b.c", payload={}) for i in range(5)]
+    )
+    await db.queue_emails([QueuedEmail(dedupe_key="k0", kind="x", recipient="a@b.c", payload={})])
+    batches = await asyncio.gather(*(db.claim_emails(limit=5, lease_seconds=60) for _ in range(4)))
+    claimed = [email.dedupe_key for batch in batches for email in batch]
+    assert sorted(claimed) == ["k0", "k1", "k2", "k3", "k4"]
+    assert await db.claim_emails(limit=5, lease_seconds=60) == []
+
+
+async def test_failed_email_comes_back_after_its_delay(db: PostgresDatabase) -> None:
+    await db.queue_emails([QueuedEmail(dedupe_key="k", kind="x", recipient="a@b.c", payload={})])
+    [email] = await db.claim_emails(limit=5, lease_seconds=60)
+    await db.mark_email_failed(email.id, retry_in_seconds=0, error="smtp down")
+    [again] = await db.claim_emails(limit=5, lease_seconds=60)
+    assert (again.id, again.attempts) == (email.id, 2)
+    await db.mark_email_sent(again.id)
+    assert await db.claim_emails(limit=5, lease_seconds=60) == []
+
+
+async def test_event_recorded_once(db: PostgresDatabase) -> None:
+    results = await asyncio.gather(*(db.record_event("evt_x", "a.b") for _ in range(10)))
+    assert results.count(True) == 1
+
+
+async def test_unsettled_sessions_are_listed_once_idle(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    session_id = await ended_session(db)
+    assert await db.list_unsettled_sessions(idle_seconds=30) == []
+    await sql.execute(
+        "update pod_sessions set updated_at = now() - interval '1 minute' where id = $1",
+        session_id,
+    )
+    assert await db.list_unsettled_sessions(idle_seconds=30) == [session_id]
+
+
+async def test_anon_role_reads_nothing(database_url: str, db: PostgresDatabase) -> None:
+    await db.insert_pod(POD)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "do $$ begin if not exists (select 1 from pg_roles where rolname = 'anon') then "
+            "create role anon nologin; end if; end $$"
+        )
+        await connection.execute("grant usage on schema public to anon")
+        await connection.execute("grant select on all tables in schema public to anon")
+        async with connection.transaction():
+            await connection.execute("set local role anon")
+            for table in ("pods", "pod_sessions", "stripe_events", "email_outbox"):
+                assert await connection.fetchval(f"select count(*) from {table}") == 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await connection.fetchval("select qwip_claim_emails(1, 1)")
+        assert await connection.fetchval("select count(*) from pods") == 1
+    finally:
+        await connection.close()

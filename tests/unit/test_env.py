@@ -1,0 +1,161 @@
+from pathlib import Path
+
+import pytest
+
+from svc.env import ConfigurationError, Settings, load_settings
+
+PRODUCTION_REQUIRED = {
+    "STRIPE_SECRET": "sk_live_abc",
+    "STRIPE_WEBHOOK_SECRET": "whsec_abc",
+    "STRIPE_PUBLISHABLE_KEY": "pk_live_abc",
+    "EMAIL_FROM": "pods@example.com",
+    "EMAIL_PASSWORD": "app-password",
+    "OPERATOR_EMAIL": "ops@example.com",
+    "DATABASE_URL": "postgresql://svc:pw@db.example.com:5432/postgres",
+    "PUBLIC_URL": "https://pods.example.com",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No variable of ours in the environment, and a working directory without a .env."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_defaults_are_local_mode_with_every_stand_in() -> None:
+    settings = load_settings()
+    assert settings.is_local
+    assert settings.uses_local_stripe
+    assert settings.stripe_api_base == "http://localhost:8420"
+    assert settings.uses_embedded_database
+    assert not settings.uses_smtp
+    assert settings.CURRENCY == "gbp"
+    assert settings.MINIMUM_CHARGE_PENCE == 30
+    assert settings.FREE_MINUTES == 0
+    assert settings.MAX_SESSION_MINUTES == 180
+    assert settings.ACCESS_CODE_LENGTH == 6
+    assert settings.TIMEZONE == "Europe/London"
+    assert (settings.SMTP_HOST, settings.SMTP_PORT, settings.SMTP_SECURITY) == (
+        "smtp.gmail.com",
+        465,
+        "ssl",
+    )
+
+
+def test_production_lists_every_missing_variable_in_one_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        "APP_ENV=production needs these variables set: STRIPE_SECRET, STRIPE_WEBHOOK_SECRET, "
+        "STRIPE_PUBLISHABLE_KEY, EMAIL_FROM, OPERATOR_EMAIL, EMAIL_PASSWORD, "
+        "DATABASE_URL (or SUPABASE_URL and SUPABASE_KEY), PUBLIC_URL"
+    )
+
+
+def test_production_names_only_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    for name, value in PRODUCTION_REQUIRED.items():
+        if name not in ("STRIPE_WEBHOOK_SECRET", "EMAIL_PASSWORD"):
+            monkeypatch.setenv(name, value)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"needs these variables set: " r"STRIPE_WEBHOOK_SECRET, EMAIL_PASSWORD$",
+    ):
+        load_settings()
+
+
+def test_production_with_everything_set_never_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    for name, value in PRODUCTION_REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert not settings.is_local
+    assert not settings.uses_local_stripe
+    assert settings.stripe_api_base is None
+    assert not settings.uses_embedded_database
+    assert settings.uses_smtp
+    assert settings.cors_origins == ["https://pods.example.com"]
+
+
+def test_production_accepts_supabase_instead_of_a_connection_string(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    for name, value in PRODUCTION_REQUIRED.items():
+        if name != "DATABASE_URL":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co")
+    monkeypatch.setenv("SUPABASE_KEY", "service-role-key")
+    assert load_settings().SUPABASE_URL == "https://abc.supabase.co"
+
+
+def test_dotenv_file_is_read(clean_environment: Path) -> None:
+    (clean_environment / ".env").write_text(
+        "STRIPE_SECRET=sk_test_from_dotenv\nFREE_MINUTES=5\nCORS_ORIGINS=https://a.example, "
+        "https://b.example\n"
+    )
+    settings = load_settings()
+    assert settings.stripe_secret == "sk_test_from_dotenv"
+    assert not settings.uses_local_stripe
+    assert settings.FREE_MINUTES == 5
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_environment_wins_over_dotenv(
+    clean_environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (clean_environment / ".env").write_text("FREE_MINUTES=5\n")
+    monkeypatch.setenv("FREE_MINUTES", "7")
+    assert load_settings().FREE_MINUTES == 7
+
+
+def test_empty_values_copied_from_the_example_mean_unset(clean_environment: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    (clean_environment / ".env").write_text(example.read_text())
+    settings = load_settings()
+    assert settings.uses_local_stripe
+    assert settings.uses_embedded_database
+    assert settings.MINIMUM_CHARGE_PENCE == 30
+
+
+def test_env_example_documents_every_setting() -> None:
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    documented = {
+        line.split("=", 1)[0]
+        for line in example.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert documented == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DATABASE_URL", "sqlite:///qwip.db", "DATABASE_URL: DATABASE_URL must be a postgresql://"),
+        ("TIMEZONE", "Mars/Olympus", "TIMEZONE: TIMEZONE 'Mars/Olympus' is not a known time zone"),
+        ("END_SESSION_URL", "https://app.example/end", "END_SESSION_URL must contain {session_id}"),
+        ("CURRENCY", "pounds", "CURRENCY must be a three-letter ISO code"),
+        ("MINIMUM_CHARGE_PENCE", "-1", "MINIMUM_CHARGE_PENCE: Input should be greater than"),
+        ("SMTP_SECURITY", "tls", "SMTP_SECURITY: Input should be 'ssl', 'starttls' or 'none'"),
+    ],
+)
+def test_bad_values_are_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert message in str(raised.value)
+
+
+def test_links_follow_public_url_or_the_template() -> None:
+    settings = Settings(_env_file=None, PUBLIC_URL="https://pods.example.com/")
+    assert settings.end_session_link("abc") == "https://pods.example.com/end-session?sessionId=abc"
+    templated = Settings(_env_file=None, END_SESSION_URL="https://app.example/end/{session_id}")
+    assert templated.end_session_link("abc") == "https://app.example/end/abc"
