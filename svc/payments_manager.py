@@ -1,1 +1,288 @@
-"""Every Stripe call of the service, and the webhook's signature check."""
+"""Every Stripe call of the service, and the webhook's signature check.
+
+Stripe's errors stop here: each function turns them into one of our errors, or into an
+outcome (a declined card is an outcome, not a failure of ours).
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import stripe
+from stripe.params import PaymentIntentCreateParams, SetupIntentCreateParams
+
+from svc.env import Settings
+from svc.errors import ServiceError
+from svc.models import Pod, SetupIntentCreated
+from svc.types import PaymentStatus
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+class PaymentProviderUnavailable(ServiceError):
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The payment provider cannot be reached right now; nothing was charged. "
+            "Please try again in a minute."
+        )
+
+
+class CardSetupFailed(ServiceError):
+    status_code = 502
+
+    def __init__(self) -> None:
+        super().__init__("The payment provider could not start the card setup; please try again.")
+
+
+class SetupIntentNotFound(ServiceError):
+    status_code = 404
+
+    def __init__(self) -> None:
+        super().__init__("No card setup with this id.")
+
+
+class InvalidWebhook(ServiceError):
+    status_code = 400
+
+
+@dataclass(frozen=True, slots=True)
+class SetupIntentInfo:
+    """What the service needs of a SetupIntent, from the API or from an event."""
+
+    id: str
+    status: str
+    client_secret: str | None
+    customer_id: str | None
+    payment_method_id: str | None
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SetupIntentInfo":
+        return cls(
+            id=str(data["id"]),
+            status=str(data.get("status")),
+            client_secret=data.get("client_secret"),
+            customer_id=_id_of(data.get("customer")),
+            payment_method_id=_id_of(data.get("payment_method")),
+            metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StripeEvent:
+    id: str
+    type: str
+    object: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeOutcome:
+    status: PaymentStatus
+    payment_intent_id: str | None
+    error: str | None
+
+
+def _id_of(value: object) -> str | None:
+    """An id, whether Stripe sent the id itself or the expanded object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None
+
+
+def build_client(settings: Settings) -> tuple[stripe.StripeClient, stripe.HTTPXClient]:
+    """One async client for the app's life; the HTTP client is returned so it can be closed."""
+    http_client = stripe.HTTPXClient(timeout=20)
+    base = settings.stripe_api_base
+    client = stripe.StripeClient(
+        settings.stripe_secret,
+        http_client=http_client,
+        # The client retries nothing unless told; these retries reuse the idempotency key.
+        max_network_retries=2,
+        base_addresses={"api": base} if base else {},
+    )
+    return client, http_client
+
+
+_UNREACHABLE = (
+    stripe.APIConnectionError,
+    stripe.APIError,
+    stripe.RateLimitError,
+    stripe.AuthenticationError,
+    stripe.PermissionError,
+)
+
+
+async def create_setup_intent(
+    client: stripe.StripeClient, *, pod: Pod, email: str | None
+) -> SetupIntentCreated:
+    """A Customer and a SetupIntent that saves their card for an off-session charge later."""
+    try:
+        customer = await client.v1.customers.create_async(params={"email": email} if email else {})
+        params: SetupIntentCreateParams = {
+            "customer": customer.id,
+            "usage": "off_session",
+            "metadata": {"pod_id": str(pod.id), "pod_name": pod.name},
+        }
+        setup_intent = await client.v1.setup_intents.create_async(params=params)
+    except stripe.StripeError as error:
+        logger.error("stripe.setup_failed pod=%s error=%s", pod.name, type(error).__name__)
+        raise CardSetupFailed() from error
+    assert setup_intent.client_secret is not None
+    return SetupIntentCreated(
+        client_secret=setup_intent.client_secret,
+        customer_id=customer.id,
+        setup_intent_id=setup_intent.id,
+    )
+
+
+async def retrieve_setup_intent(
+    client: stripe.StripeClient, setup_intent_id: str
+) -> SetupIntentInfo:
+    try:
+        setup_intent = await client.v1.setup_intents.retrieve_async(setup_intent_id)
+    except stripe.InvalidRequestError as error:
+        if error.http_status == 404 or error.code == "resource_missing":
+            raise SetupIntentNotFound() from None
+        raise PaymentProviderUnavailable() from error
+    except stripe.StripeError as error:
+        logger.warning(
+            "stripe.unavailable call=retrieve_setup_intent error=%s", type(error).__name__
+        )
+        raise PaymentProviderUnavailable() from error
+    return SetupIntentInfo.from_dict(setup_intent.to_dict())
+
+
+async def customer_email(
+    client: stripe.StripeClient, *, customer_id: str | None, payment_method_id: str | None
+) -> str | None:
+    """The Customer's e-mail, else the one given with the card (billing details)."""
+    try:
+        if customer_id:
+            customer = (await client.v1.customers.retrieve_async(customer_id)).to_dict()
+            if not customer.get("deleted") and customer.get("email"):
+                return str(customer["email"])
+        if payment_method_id:
+            method = (await client.v1.payment_methods.retrieve_async(payment_method_id)).to_dict()
+            email = (method.get("billing_details") or {}).get("email")
+            if email:
+                return str(email)
+    except stripe.StripeError as error:
+        logger.warning("stripe.unavailable call=customer_email error=%s", type(error).__name__)
+        raise PaymentProviderUnavailable() from error
+    return None
+
+
+async def charge_session(
+    client: stripe.StripeClient,
+    *,
+    session_id: UUID,
+    amount_pence: int,
+    currency: str,
+    customer_id: str,
+    payment_method_id: str | None,
+) -> ChargeOutcome:
+    """Charge the saved card off-session. A decline is an outcome; an outage raises."""
+    params: PaymentIntentCreateParams = {
+        "amount": amount_pence,
+        "currency": currency,
+        "customer": customer_id,
+        "confirm": True,
+        "off_session": True,
+        "metadata": {"session_id": str(session_id)},
+    }
+    if payment_method_id:
+        params["payment_method"] = payment_method_id
+    try:
+        intent = await client.v1.payment_intents.create_async(
+            params=params,
+            # One key per session: a retry after a timeout or a crash returns the first
+            # PaymentIntent instead of charging again.
+            options={"idempotency_key": f"qwip-session-charge-{session_id}"},
+        )
+    except stripe.CardError as error:
+        return _declined(error)
+    except _UNREACHABLE as error:
+        logger.warning("stripe.unavailable call=charge error=%s", type(error).__name__)
+        raise PaymentProviderUnavailable() from error
+    except stripe.IdempotencyError as error:
+        logger.error("stripe.idempotency_conflict error=%s", error.user_message)
+        raise PaymentProviderUnavailable() from error
+    except stripe.StripeError as error:
+        # Stripe refused the request itself (a detached card, a deleted customer): retrying
+        # cannot help, so it is recorded as a failure for the operator to follow up.
+        code = getattr(error, "code", None) or type(error).__name__
+        return ChargeOutcome(
+            status=PaymentStatus.FAILED,
+            payment_intent_id=None,
+            error=f"{code}: {error.user_message or 'the payment provider refused the charge'}",
+        )
+    return _outcome_of(intent.to_dict())
+
+
+def _declined(error: stripe.CardError) -> ChargeOutcome:
+    details = error.json_body.get("error", {}) if isinstance(error.json_body, dict) else {}
+    intent_id = _id_of(details.get("payment_intent"))
+    code = error.code or "card_declined"
+    status = (
+        PaymentStatus.REQUIRES_ACTION if code == "authentication_required" else PaymentStatus.FAILED
+    )
+    message = error.user_message or "The card was declined."
+    return ChargeOutcome(status=status, payment_intent_id=intent_id, error=f"{code}: {message}")
+
+
+def _outcome_of(intent: dict[str, Any]) -> ChargeOutcome:
+    status = intent.get("status")
+    if status == "succeeded":
+        return ChargeOutcome(PaymentStatus.SUCCEEDED, intent["id"], None)
+    if status == "requires_action":
+        return ChargeOutcome(
+            PaymentStatus.REQUIRES_ACTION,
+            intent["id"],
+            "authentication_required: the bank asks the cardholder to confirm this payment",
+        )
+    if status == "processing":
+        return ChargeOutcome(PaymentStatus.PENDING, intent["id"], None)
+    error = intent.get("last_payment_error") or {}
+    reason = error.get("message") or "the payment did not go through"
+    return ChargeOutcome(
+        PaymentStatus.FAILED, intent["id"], f"{error.get('code') or status}: {reason}"
+    )
+
+
+def verify_webhook(payload: bytes, signature: str | None, *, secret: str) -> StripeEvent:
+    """Check Stripe's signature over the raw body, then read the event out of it."""
+    if not signature:
+        raise InvalidWebhook("Missing Stripe-Signature header.")
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8", errors="replace"),
+            signature,
+            secret,
+            WEBHOOK_TOLERANCE_SECONDS,
+        )
+    except stripe.SignatureVerificationError:
+        raise InvalidWebhook(
+            "Invalid Stripe-Signature: it does not match this body and secret, or is older "
+            "than 5 minutes."
+        ) from None
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise InvalidWebhook("The body is not JSON.") from None
+    if (
+        not isinstance(body, dict)
+        or body.get("object") != "event"
+        or not isinstance(body.get("id"), str)
+        or not isinstance(body.get("type"), str)
+        or not isinstance((body.get("data") or {}).get("object"), dict)
+    ):
+        raise InvalidWebhook("The body is not a Stripe event (id, type, data.object).")
+    return StripeEvent(id=body["id"], type=body["type"], object=body["data"]["object"])

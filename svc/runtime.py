@@ -1,13 +1,15 @@
-"""Builds what the settings name (the database now; Stripe, the mailer, the locks) for the
-app's lifespan and for the operator CLI, and closes it again through an AsyncExitStack."""
+"""Builds what the settings name (the database, Stripe, the mailer) for the app's
+lifespan and for the operator CLI, and closes it again through an AsyncExitStack."""
 
 import asyncio
 import logging
 from contextlib import AsyncExitStack
 from decimal import Decimal
 
-from svc import local_mode
+from svc import local_mode, payments_manager
+from svc.bookings import Outbox, Services
 from svc.database_accessor import Database, PodNameTaken, PostgresDatabase, apply_migrations
+from svc.email_manager import Mailer
 from svc.env import Settings
 from svc.models import NewPod
 
@@ -53,3 +55,62 @@ async def seed_demo_pods(db: Database) -> None:
             await db.insert_pod(pod)
         except PodNameTaken:
             pass
+
+
+async def start_local_stripe(settings: Settings, stack: AsyncExitStack) -> str:
+    """localstripe for local mode: reuse one already on the port, else start our own."""
+    base = settings.stripe_api_base
+    assert base is not None
+    port = settings.LOCALSTRIPE_PORT
+    if await asyncio.to_thread(local_mode.is_localstripe, base):
+        return f"localstripe at {base} (already running)"
+    if local_mode.port_is_open("127.0.0.1", port):
+        raise local_mode.LocalServiceError(
+            f"port {port} is taken by something that is not localstripe; "
+            "set LOCALSTRIPE_PORT to a free port"
+        )
+    data_dir = settings.LOCAL_DATA_DIR
+    process = await asyncio.to_thread(
+        local_mode.start_localstripe,
+        port,
+        state_file=data_dir / "localstripe.pickle",
+        log_file=data_dir / "localstripe.log",
+    )
+    stack.callback(local_mode.stop_process, process)
+    # localstripe signs and posts payment events like Stripe does; let them exercise the
+    # same webhook path as production.
+    await asyncio.to_thread(
+        local_mode.register_localstripe_webhook,
+        base,
+        url=f"{settings.PUBLIC_URL}/webhook/stripe",
+        secret=settings.stripe_webhook_secret,
+    )
+    return f"localstripe at {base}, started with the service"
+
+
+async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Services, list[str]]:
+    """Everything the lifecycle talks to, and a line per stand-in for local mode's banner."""
+    db, database = await open_database(settings, stack)
+    if settings.uses_local_stripe:
+        payments = await start_local_stripe(settings, stack)
+    else:
+        payments = f"Stripe at {settings.stripe_api_base or 'api.stripe.com'}"
+    stripe_client, http_client = payments_manager.build_client(settings)
+    stack.push_async_callback(http_client.close_async)
+    if settings.uses_smtp:
+        email = f"SMTP at {settings.SMTP_HOST}:{settings.SMTP_PORT}"
+    else:
+        email = f"written to {settings.OUTBOX_DIR}/ and printed to this log"
+    services = Services(
+        settings=settings, db=db, stripe=stripe_client, mailer=Mailer(settings), outbox=Outbox()
+    )
+    return services, [
+        f"database : {database}",
+        (
+            f"payments : {payments} (test card 4242 4242 4242 4242)"
+            if settings.uses_local_stripe
+            else f"payments : {payments}"
+        ),
+        f"e-mail   : {email}",
+        "locks    : access codes generated locally",
+    ]

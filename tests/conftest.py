@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from svc.database_accessor import PostgresDatabase, apply_migrations
+from tests.support.mail import Mailbox
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TABLES = ("email_outbox", "stripe_events", "pod_sessions", "pods")
@@ -108,3 +109,37 @@ async def sql(clean_database: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(clean_database)
     yield connection
     await connection.close()
+
+
+@pytest.fixture(scope="session")
+def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A localstripe of this test run, with a state file of its own."""
+    try:
+        import localstripe  # noqa: F401
+    except ImportError:
+        unavailable("localstripe is not installed (pip install -r requirements-dev.txt)")
+    from svc.local_mode import start_localstripe, stop_process
+
+    folder = tmp_path_factory.mktemp("localstripe")
+    port = free_port()
+    process = start_localstripe(
+        port, state_file=folder / "state.pickle", log_file=folder / "localstripe.log", fresh=True
+    )
+    yield f"http://localhost:{port}"
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[Mailbox]:
+    """An aiosmtpd SMTP server in this process, collecting every message it receives."""
+    from tests.support.mail import start_smtp_server
+
+    mailbox, controller = start_smtp_server(free_port())
+    yield mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: Mailbox) -> Mailbox:
+    smtp_server.clear()
+    return smtp_server

@@ -11,21 +11,39 @@ from fastapi import FastAPI
 
 from svc.env import Settings
 from svc.main import create_app
+from tests.support.mail import Mailbox
 
 SettingsFactory = Callable[..., Settings]
 
 
+WEBHOOK_SECRET = "whsec_test_qwip"
+OPERATOR = "ops@qwip.test"
+
+
 @pytest.fixture
-def make_settings(clean_database: str, tmp_path: Path) -> SettingsFactory:
-    """Settings for a test: local mode on the test database; keyword arguments override."""
+def make_settings(
+    clean_database: str, tmp_path: Path, localstripe_url: str, smtp_server: Mailbox
+) -> SettingsFactory:
+    """Settings for a test: the test database, localstripe, the test SMTP server."""
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "APP_ENV": "local",
             "DATABASE_URL": clean_database,
+            "STRIPE_SECRET": "sk_test_qwip",
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_qwip",
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_API_BASE": localstripe_url,
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": smtp_server.port,
+            "SMTP_SECURITY": "none",
+            "EMAIL_FROM": "pods@qwip.test",
+            "OPERATOR_EMAIL": OPERATOR,
+            "PUBLIC_URL": "http://qwip.test",
             "OUTBOX_DIR": tmp_path / "outbox",
             "LOCAL_DATA_DIR": tmp_path / "local",
             "BACKGROUND_INTERVAL_SECONDS": 0.2,
+            "EMAIL_RETRY_BASE_SECONDS": 0.2,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -1,0 +1,256 @@
+import logging
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from svc import email_manager
+from svc.email_manager import EmailNotSent, Mailer, build_message
+from svc.env import Settings
+from svc.models import OutboxEmail, QueuedEmail, SessionRecord
+from svc.types import PaymentStatus
+from tests.conftest import free_port
+from tests.support.mail import Mailbox
+
+SESSION_ID = UUID("6a1f2c3e-1111-4222-8333-944455556666")
+START = datetime(2026, 11, 26, 15, 5, tzinfo=UTC)
+
+
+def outbox(queued: QueuedEmail, *, extra: dict[str, object] | None = None) -> OutboxEmail:
+    return OutboxEmail(
+        id=1,
+        dedupe_key=queued.dedupe_key,
+        kind=queued.kind,
+        recipient=queued.recipient,
+        payload={**queued.payload, **(extra or {})},
+        attempts=1,
+    )
+
+
+def access_code() -> OutboxEmail:
+    queued = email_manager.access_code_email(
+        session_id=SESSION_ID,
+        recipient="ada@example.com",
+        access_code="042917",
+        pod_name="pod1",
+        pod_address="1 Demo Street, London",
+        price_per_minute=Decimal("0.2500"),
+        currency="gbp",
+        end_session_url=f"https://pods.example.com/end-session?sessionId={SESSION_ID}",
+    )
+    # the database adds the start time when it opens the session
+    return outbox(queued, extra={"start_time": START.isoformat()})
+
+
+def session(**changes: object) -> SessionRecord:
+    values: dict[str, object] = dict(
+        id=SESSION_ID,
+        pod_id=1,
+        pod_name="pod1",
+        pod_address="1 Demo Street, London",
+        seam_device_id=None,
+        user_email="ada@example.com",
+        start_time=START,
+        end_time=START + timedelta(minutes=10, seconds=30),
+        price_per_minute=Decimal("0.25"),
+        currency="gbp",
+        stripe_customer_id="cus_1",
+        stripe_payment_method="pm_1",
+        setup_intent_id="seti_1",
+        access_code="042917",
+        access_code_id=None,
+        access_code_status=None,
+        cost_pence=263,
+        payment_intent_id=None,
+        payment_status=PaymentStatus.PENDING,
+        payment_error=None,
+        now=START + timedelta(minutes=11),
+    )
+    values.update(changes)
+    return SessionRecord(**values)  # type: ignore[arg-type]
+
+
+def test_access_code_message_has_everything_the_customer_needs(settings: Settings) -> None:
+    message = build_message(access_code(), settings)
+    assert message["Subject"] == "Your Qwip access code for pod1"
+    assert message["To"] == "ada@example.com"
+    assert message["From"] == "Qwip <pods@example.com>"
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Your door code for pod1 is 042917." in text
+    assert "Address: 1 Demo Street, London" in text
+    assert "Started: 26 November 2026, 3:05pm" in text
+    assert "Price: £0.25 per minute" in text
+    assert f"End my session: https://pods.example.com/end-session?sessionId={SESSION_ID}" in text
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "042917" in html
+    assert f'href="https://pods.example.com/end-session?sessionId={SESSION_ID}"' in html
+
+
+def test_start_time_is_shown_in_the_configured_time_zone(tmp_path: Path) -> None:
+    tokyo = Settings(_env_file=None, TIMEZONE="Asia/Tokyo", OUTBOX_DIR=tmp_path)
+    text = build_message(access_code(), tokyo).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Started: 27 November 2026, 12:05am" in text
+
+
+def test_html_escapes_what_it_shows(settings: Settings) -> None:
+    email = access_code()
+    email.payload["pod_address"] = "<script>alert(1)</script>"
+    html = build_message(email, settings).get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_message_id_is_the_same_on_every_attempt(settings: Settings) -> None:
+    first = build_message(access_code(), settings)["Message-ID"]
+    assert first == build_message(access_code(), settings)["Message-ID"]
+    other = outbox(
+        email_manager.pod_unavailable_email(
+            setup_intent_id="seti_1", recipient="a@b.c", pod_name="pod1"
+        )
+    )
+    assert build_message(other, settings)["Message-ID"] != first
+
+
+@pytest.mark.parametrize(
+    ("status", "kinds"),
+    [
+        (PaymentStatus.SUCCEEDED, [("receipt", "ada@example.com")]),
+        (PaymentStatus.NOT_CHARGED, [("receipt", "ada@example.com")]),
+        (
+            PaymentStatus.FAILED,
+            [("payment_failed", "ada@example.com"), ("payment_failed_operator", "ops@example.com")],
+        ),
+        (
+            PaymentStatus.REQUIRES_ACTION,
+            [("payment_failed", "ada@example.com"), ("payment_failed_operator", "ops@example.com")],
+        ),
+        (PaymentStatus.PENDING, []),
+    ],
+)
+def test_settlement_sends_the_right_messages(
+    status: PaymentStatus, kinds: list[tuple[str, str]]
+) -> None:
+    emails = email_manager.settlement_emails(
+        session(),
+        cost_pence=263,
+        status=status,
+        error="card_declined: x",
+        operator="ops@example.com",
+    )
+    assert [(e.kind, e.recipient) for e in emails] == kinds
+    assert all(e.dedupe_key.endswith(str(SESSION_ID)) for e in emails)
+
+
+def test_receipt_says_what_was_charged_and_for_how_long(settings: Settings) -> None:
+    [receipt] = email_manager.settlement_emails(
+        session(), cost_pence=263, status=PaymentStatus.SUCCEEDED, error=None, operator=None
+    )
+    text = build_message(outbox(receipt), settings).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "From 26 November 2026, 3:05pm to 26 November 2026, 3:15pm (10 min 30 s)." in text
+    assert "Charged: £2.63 to your saved card." in text
+
+
+def test_operator_message_names_the_session_and_the_amount_owed(settings: Settings) -> None:
+    [_, operator] = email_manager.settlement_emails(
+        session(),
+        cost_pence=263,
+        status=PaymentStatus.FAILED,
+        error="card_declined: Your card was declined.",
+        operator="ops@example.com",
+    )
+    message = build_message(outbox(operator), settings)
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert message["Subject"] == "Payment failed: £2.63 owed for pod1"
+    assert f"Session {SESSION_ID} in pod1 ended and its charge failed." in text
+    assert "Reason: card_declined: Your card was declined." in text
+    assert "Customer: ada@example.com (Stripe cus_1)" in text
+
+
+def test_no_operator_address_means_no_operator_message(caplog: pytest.LogCaptureFixture) -> None:
+    assert email_manager.operator_alert(dedupe_key="k", operator=None, subject="s", text="t") == []
+    assert "operator.no_address" in caplog.text
+
+
+async def test_local_mode_writes_eml_files_and_prints_them(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="svc.email_manager")
+    assert not settings.uses_smtp
+    await Mailer(settings).send(access_code())
+    [path] = list(settings.OUTBOX_DIR.glob("*.eml"))
+    assert path.name.endswith("-000001-access_code.eml")
+    assert b"Subject: Your Qwip access code for pod1" in path.read_bytes()
+    assert "Your door code for pod1 is 042917." in caplog.text
+
+
+async def test_smtp_delivers_to_a_real_server(tmp_path: Path, smtp_server: Mailbox) -> None:
+    smtp_server.clear()
+    settings = Settings(
+        _env_file=None,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=smtp_server.port,
+        SMTP_SECURITY="none",
+        EMAIL_FROM="pods@example.com",
+        OUTBOX_DIR=tmp_path,
+    )
+    assert settings.uses_smtp
+    await Mailer(settings).send(access_code())
+    [received] = await smtp_server.wait_for("access_code")
+    assert received.recipients == ["ada@example.com"]
+    assert received.access_code() == "042917"
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_smtp_refusing_raises_email_not_sent(tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=free_port(),
+        SMTP_SECURITY="none",
+        SMTP_TIMEOUT_SECONDS=2,
+        OUTBOX_DIR=tmp_path,
+    )
+    with pytest.raises(EmailNotSent, match="SMTPConnect"):
+        await Mailer(settings).send(access_code())
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_smtp_logs_in_with_the_sender_and_app_password(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        assert isinstance(auth_data, LoginPassword)
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"app-password")
+
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_require_tls=False,
+        auth_required=True,
+    )
+    controller.start()
+    try:
+        settings = Settings(
+            _env_file=None,
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=port,
+            SMTP_SECURITY="none",
+            EMAIL_FROM="pods@example.com",
+            EMAIL_PASSWORD="app-password",
+            OUTBOX_DIR=tmp_path,
+        )
+        await Mailer(settings).send(access_code())
+        await mailbox.wait_for("access_code")
+        assert logins == [(b"pods@example.com", b"app-password")]
+    finally:
+        controller.stop()
