@@ -8,6 +8,7 @@ per purpose) is enforced by the database, so any replica may handle any request.
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from svc.errors import ServiceError
 from svc.models import (
     BookingConfirmed,
     EndSessionResult,
+    OutboxEmail,
     Pod,
     SessionPreview,
     SessionRecord,
@@ -36,13 +38,8 @@ from svc.utils import compute_cost_pence, elapsed_seconds, pence_to_major, short
 
 logger = logging.getLogger(__name__)
 
-# How long one replica may hold a session's charge before another may try again.
-CHARGE_LEASE_SECONDS = 120
 # How long a second end-session call waits for the first one's charge to finish.
 CHARGE_WAIT_SECONDS = 25.0
-# An ended session still unsettled after this long is retried in the background.
-UNSETTLED_RETRY_AFTER_SECONDS = 60
-EMAIL_LEASE_SECONDS = 120
 EMAIL_BATCH = 20
 EMAIL_MAX_RETRY_SECONDS = 600
 
@@ -453,7 +450,7 @@ async def settle(services: Services, session: SessionRecord) -> SessionRecord:
         return await find_session(db, session.id)
 
     deadline = time.monotonic() + CHARGE_WAIT_SECONDS
-    while not await db.claim_charge(session.id, lease_seconds=CHARGE_LEASE_SECONDS):
+    while not await db.claim_charge(session.id, lease_seconds=settings.CHARGE_LEASE_SECONDS):
         # Someone else is charging this session: wait for their outcome.
         await asyncio.sleep(0.1)
         session = await find_session(db, session.id)
@@ -513,35 +510,43 @@ async def _record(
 
 
 async def deliver_due_emails(services: Services) -> int:
-    emails = await services.db.claim_emails(limit=EMAIL_BATCH, lease_seconds=EMAIL_LEASE_SECONDS)
-    for email in emails:
-        try:
-            await services.mailer.send(email)
-        except EmailNotSent as error:
-            delay = min(
-                services.settings.EMAIL_RETRY_BASE_SECONDS * 2 ** (email.attempts - 1),
-                EMAIL_MAX_RETRY_SECONDS,
-            )
-            logger.warning(
-                "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
-                email.kind,
-                email.attempts,
-                delay,
-                error,
-            )
-            await services.db.mark_email_failed(
-                email.id, retry_in_seconds=round(delay), error=str(error)
-            )
-        else:
-            await services.db.mark_email_sent(email.id)
-            logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
+    """Send what is due, concurrently; each message is leased to this replica while it sends."""
+    settings = services.settings
+    # Long enough for one SMTP attempt; short enough that a crashed replica's messages
+    # are picked up by another one soon.
+    lease = math.ceil(settings.SMTP_TIMEOUT_SECONDS * 2 + 5)
+    emails = await services.db.claim_emails(limit=EMAIL_BATCH, lease_seconds=lease)
+    await asyncio.gather(*(_deliver(services, email) for email in emails))
     return len(emails)
+
+
+async def _deliver(services: Services, email: OutboxEmail) -> None:
+    try:
+        await services.mailer.send(email)
+    except EmailNotSent as error:
+        delay = min(
+            services.settings.EMAIL_RETRY_BASE_SECONDS * 2 ** (email.attempts - 1),
+            EMAIL_MAX_RETRY_SECONDS,
+        )
+        logger.warning(
+            "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
+            email.kind,
+            email.attempts,
+            delay,
+            error,
+        )
+        await services.db.mark_email_failed(
+            email.id, retry_in_seconds=math.ceil(delay), error=str(error)
+        )
+    else:
+        await services.db.mark_email_sent(email.id)
+        logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
 
 
 async def settle_unsettled_sessions(services: Services) -> None:
     """Charges left pending by a Stripe outage or a crashed replica, retried with the same key."""
     for session_id in await services.db.list_unsettled_sessions(
-        idle_seconds=UNSETTLED_RETRY_AFTER_SECONDS
+        idle_seconds=services.settings.SETTLE_RETRY_SECONDS
     ):
         try:
             await settle(services, await find_session(services.db, session_id))

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
 
     # Background work: e-mail retries, unsettled charges, overdue sessions.
     BACKGROUND_INTERVAL_SECONDS: float = Field(default=5, gt=0)
+    # How long one replica may hold a session's charge; longer than any Stripe call lasts.
+    CHARGE_LEASE_SECONDS: int = Field(default=120, ge=5)
+    # An ended session whose charge did not finish is retried after this many idle seconds.
+    SETTLE_RETRY_SECONDS: int = Field(default=60, ge=1)
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod

@@ -101,10 +101,12 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def register_localstripe_webhook(base_url: str, *, url: str, secret: str) -> None:
-    """Have localstripe post payment events to the service, signed like Stripe does."""
+def register_localstripe_webhook(
+    base_url: str, *, url: str, secret: str, name: str = "qwipsvc"
+) -> None:
+    """Have localstripe post payment events to `url`, signed like Stripe does."""
     response = httpx.post(
-        f"{base_url}/_config/webhooks/qwipsvc",
+        f"{base_url}/_config/webhooks/{name}",
         data={
             "url": url,
             "secret": secret,

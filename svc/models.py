@@ -186,13 +186,15 @@ class ConfirmBookingRequest(BaseModel):
 
     setup_intent_id: str = Field(
         validation_alias=AliasChoices("setup_intent_id", "setupIntentId"),
-        min_length=1,
+        pattern=r"^seti_[A-Za-z0-9]+$",
         max_length=255,
+        description="The SetupIntent's id, seti_...",
     )
     client_secret: str = Field(
         validation_alias=AliasChoices("client_secret", "clientSecret"),
-        min_length=1,
+        pattern=r"^seti_[A-Za-z0-9]+_secret_[A-Za-z0-9]+$",
         max_length=255,
+        description="The SetupIntent's client secret, as Stripe.js received it.",
     )
 
 

@@ -148,10 +148,9 @@ async def retrieve_setup_intent(
 ) -> SetupIntentInfo:
     try:
         setup_intent = await client.v1.setup_intents.retrieve_async(setup_intent_id)
-    except stripe.InvalidRequestError as error:
-        if error.http_status == 404 or error.code == "resource_missing":
-            raise SetupIntentNotFound() from None
-        raise PaymentProviderUnavailable() from error
+    except stripe.InvalidRequestError:
+        # Stripe refused the id itself: unknown, or not one of ours.
+        raise SetupIntentNotFound() from None
     except stripe.StripeError as error:
         logger.warning(
             "stripe.unavailable call=retrieve_setup_intent error=%s", type(error).__name__

@@ -292,7 +292,8 @@ async def test_confirm_booking_refuses_a_wrong_secret_an_unknown_or_unconfirmed_
         {"detail": "The client secret does not belong to this card setup."},
     )
     unknown = await client.post(
-        "/api/confirm-booking", json={"setup_intent_id": "seti_nope", "client_secret": "x"}
+        "/api/confirm-booking",
+        json={"setup_intent_id": "seti_nope", "client_secret": "seti_nope_secret_x"},
     )
     assert (unknown.status_code, unknown.json()) == (404, {"detail": "No card setup with this id."})
 

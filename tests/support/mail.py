@@ -91,8 +91,9 @@ class Mailbox:
         )
 
 
-def start_smtp_server(port: int) -> tuple[Mailbox, Controller]:
-    mailbox = Mailbox()
+def start_smtp_server(port: int, mailbox: Mailbox | None = None) -> tuple[Mailbox, Controller]:
+    """An SMTP server on `port` delivering into `mailbox` (a new one unless given)."""
+    mailbox = mailbox or Mailbox()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     mailbox.port = port

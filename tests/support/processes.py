@@ -32,6 +32,7 @@ def clean_environment(**overrides: str) -> dict[str, str]:
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
     env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"  # the access log goes to stdout: see it as it happens
     env.update(overrides)
     return env
 
@@ -54,8 +55,11 @@ def wait_until_answering(url: str, process: subprocess.Popen[bytes], *, timeout:
 class ServiceProcess:
     """`uvicorn svc.main:app` on a port, with an environment of its own."""
 
-    def __init__(self, port: int, env: dict[str, str], *, cwd: Path, log: Path) -> None:
+    def __init__(
+        self, port: int, env: dict[str, str], *, cwd: Path, log: Path, access_log: bool = False
+    ) -> None:
         self.port = port
+        self.access_log = access_log
         self.env = env
         self.cwd = cwd
         self.log = log
@@ -77,8 +81,8 @@ class ServiceProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--no-access-log",
-            ],
+            ]
+            + ([] if self.access_log else ["--no-access-log"]),
             cwd=self.cwd,
             env=self.env,
             stdout=output,

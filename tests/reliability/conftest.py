@@ -1,0 +1,227 @@
+"""Two replicas of the service (real uvicorn processes) on one Postgres database, with
+localstripe behind a latency proxy and an SMTP server, for the reliability scenarios."""
+
+import asyncio
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import stripe
+from aiosmtpd.controller import Controller
+
+from svc.database_accessor import apply_migrations
+from svc.local_mode import register_localstripe_webhook, start_localstripe, stop_process
+from tests.conftest import free_port, reset_tables, with_database
+from tests.support.latency_proxy import LatencyProxy
+from tests.support.mail import Mailbox, start_smtp_server
+from tests.support.processes import ServiceProcess, clean_environment
+from tests.support.stripe_helpers import confirm_card, sdk, signed_event
+
+WEBHOOK_SECRET = "whsec_reliability"
+OPERATOR = "ops@qwip.test"
+SCENARIO_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SCENARIO_LINES:
+        terminalreporter.section("reliability scenarios")
+        for line in SCENARIO_LINES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report() -> Any:
+    """Adds a one-line summary of the scenario to the end of `make test`'s output."""
+    return SCENARIO_LINES.append
+
+
+class Localstripe:
+    """localstripe that can be stopped and started again with its state kept."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.state = folder / "localstripe.pickle"
+        self.log = folder / "localstripe.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.webhook_urls: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    def start(self, *, fresh: bool = False) -> None:
+        self.process = start_localstripe(
+            self.port, state_file=self.state, log_file=self.log, fresh=fresh
+        )
+        for index, url in enumerate(self.webhook_urls):
+            register_localstripe_webhook(
+                self.url, url=url, secret=WEBHOOK_SECRET, name=f"replica{index}"
+            )
+
+    def stop(self) -> None:
+        if self.process:
+            stop_process(self.process)
+
+
+class Smtp:
+    """The SMTP server, on a fixed port so it can go down and come back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.mailbox = Mailbox()
+        self.controller: Controller | None = None
+        self.start()
+
+    def start(self) -> None:
+        _, self.controller = start_smtp_server(self.port, self.mailbox)
+
+    def stop(self) -> None:
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
+
+
+@dataclass
+class Cluster:
+    database_url: str
+    replicas: list[ServiceProcess]
+    localstripe: Localstripe
+    proxy: LatencyProxy
+    smtp: Smtp
+    # The test's own Stripe client, new for each test: its HTTP client is bound to the
+    # test's event loop.
+    stripe: "stripe.StripeClient | None" = None
+
+    @property
+    def mailbox(self) -> Mailbox:
+        return self.smtp.mailbox
+
+    def url(self, index: int) -> str:
+        return self.replicas[index % len(self.replicas)].url
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    folder = tmp_path_factory.mktemp("cluster")
+    name = f"qwip_reliability_{secrets.token_hex(4)}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(postgres_server_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'create database "{name}"'))
+    database_url = with_database(postgres_server_url, name)
+    asyncio.run(apply_migrations(database_url))
+
+    smtp = Smtp()
+    localstripe = Localstripe(folder)
+    proxy = LatencyProxy(localstripe.url, free_port()).start()
+    ports = [free_port(), free_port()]
+    localstripe.webhook_urls = [f"http://127.0.0.1:{port}/webhook/stripe" for port in ports]
+    localstripe.start(fresh=True)
+    env = clean_environment(
+        APP_ENV="production",
+        DATABASE_URL=database_url,
+        STRIPE_SECRET="sk_test_reliability",
+        STRIPE_PUBLISHABLE_KEY="pk_test_reliability",
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STRIPE_API_BASE=proxy.url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp.port),
+        SMTP_SECURITY="none",
+        SMTP_TIMEOUT_SECONDS="2",
+        EMAIL_FROM="pods@qwip.test",
+        OPERATOR_EMAIL=OPERATOR,
+        PUBLIC_URL="http://qwip.test",
+        BACKGROUND_INTERVAL_SECONDS="0.5",
+        EMAIL_RETRY_BASE_SECONDS="0.5",
+        CHARGE_LEASE_SECONDS="8",
+        SETTLE_RETRY_SECONDS="2",
+    )
+    replicas = [
+        # with the access log on, as the Procfile runs it
+        ServiceProcess(port, env, cwd=folder, log=folder / f"replica{i}.log", access_log=True)
+        for i, port in enumerate(ports)
+    ]
+    try:
+        for replica in replicas:
+            replica.start()
+        yield Cluster(database_url, replicas, localstripe, proxy, smtp)
+    finally:
+        for replica in replicas:
+            replica.stop()
+        localstripe.stop()
+        proxy.stop()
+        smtp.stop()
+        asyncio.run(admin(f'drop database if exists "{name}" with (force)'))
+
+
+@pytest.fixture
+async def fresh(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The cluster with an empty database, pods seeded, and an empty inbox."""
+    await reset_tables(cluster.database_url)
+    connection = await asyncpg.connect(cluster.database_url)
+    try:
+        await connection.executemany(
+            "insert into pods (name, address, price) values ($1, $2, $3)",
+            [(f"pod{i}", f"{i} Quiet Lane", Decimal("0.25")) for i in range(10)],
+        )
+    finally:
+        await connection.close()
+    cluster.mailbox.clear()
+    cluster.stripe = sdk(cluster.localstripe.url)
+    cluster.proxy.delay_before = 0
+    cluster.proxy.delay_after.clear()
+    yield cluster
+
+
+@pytest.fixture
+async def sql(fresh: Cluster) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(fresh.database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        yield client
+
+
+@dataclass
+class SavedCard:
+    setup_intent: dict[str, Any]
+    customer_id: str
+    client_secret: str
+    email: str
+
+    def event(self, *, event_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        return signed_event(
+            "setup_intent.succeeded", self.setup_intent, WEBHOOK_SECRET, event_id=event_id
+        )
+
+
+async def save_card(
+    cluster: Cluster, http: httpx.AsyncClient, *, pod: str, email: str, replica: int = 0
+) -> SavedCard:
+    """What a customer does on the booking page, up to the card being confirmed."""
+    response = await http.get(
+        f"{cluster.url(replica)}/api/create-setup-intent", params={"podName": pod, "email": email}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    intent = await confirm_card(cluster.stripe, body["setup_intent_id"], email=email)
+    return SavedCard(intent, body["customer_id"], body["client_secret"], email)

@@ -1,0 +1,331 @@
+"""Exactly once under retries, races, faults and two replicas.
+
+Each scenario drives two real service processes over HTTP, concurrently, and checks the
+end state in the database, in localstripe (PaymentIntents per customer) and in the mail.
+"""
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+
+from tests.reliability.conftest import OPERATOR, Cluster, SavedCard, save_card
+from tests.support.stripe_helpers import payment_intents_of
+
+SETTLED = ("succeeded", "failed", "requires_action", "not_charged")
+
+
+async def deliver(http: httpx.AsyncClient, url: str, card: SavedCard, **kw: Any) -> httpx.Response:
+    body, headers = card.event(**kw)
+    return await http.post(f"{url}/webhook/stripe", content=body, headers=headers)
+
+
+async def open_session(
+    cluster: Cluster, http: httpx.AsyncClient, pod: str, email: str
+) -> tuple[SavedCard, UUID]:
+    card = await save_card(cluster, http, pod=pod, email=email)
+    response = await http.post(
+        f"{cluster.url(1)}/api/confirm-booking",
+        json={"setup_intent_id": card.setup_intent["id"], "client_secret": card.client_secret},
+    )
+    assert response.status_code == 200, response.text
+    return card, UUID(response.json()["session_id"])
+
+
+async def started_ago(sql: asyncpg.Connection, session_id: UUID, seconds: int) -> None:
+    await sql.execute(
+        "update pod_sessions set start_time = now() - make_interval(secs => $2) where id = $1",
+        session_id,
+        seconds,
+    )
+
+
+async def charges_of(cluster: Cluster, customer_id: str) -> list[dict[str, Any]]:
+    return [
+        pi
+        for pi in await payment_intents_of(cluster.stripe, customer_id)
+        if pi["status"] == "succeeded"
+    ]
+
+
+async def quiet(seconds: float = 1.5) -> None:
+    """Time for a second, wrong e-mail or charge to show up if one were coming."""
+    await asyncio.sleep(seconds)
+
+
+async def test_1_same_event_twenty_times_at_once(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    card = await save_card(fresh, http, pod="pod0", email="ada@example.com")
+    body, headers = card.event()
+    responses = await asyncio.gather(
+        *(
+            http.post(f"{fresh.url(i)}/webhook/stripe", content=body, headers=headers)
+            for i in range(20)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 20
+    answers = Counter(r.json()["status"] for r in responses)
+    assert set(answers) <= {"success", "duplicate"} and answers["success"] >= 1
+    assert await sql.fetchval("select count(*) from pod_sessions") == 1
+    await fresh.mailbox.wait_for("access_code")
+    await quiet()
+    assert len(fresh.mailbox.messages("access_code")) == 1
+    report(
+        f"1. same event x20 at once over 2 replicas: 1 session, 1 access-code e-mail, "
+        f"answers {dict(answers)}, no 5xx"
+    )
+
+
+async def test_2_webhook_and_confirm_booking_at_the_same_instant(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    for round_, pod in enumerate(("pod1", "pod2", "pod3", "pod4", "pod5")):
+        card = await save_card(fresh, http, pod=pod, email=f"bo{round_}@example.com")
+        webhook, confirm = await asyncio.gather(
+            deliver(http, fresh.url(round_), card),
+            http.post(
+                f"{fresh.url(round_ + 1)}/api/confirm-booking",
+                json={
+                    "setup_intent_id": card.setup_intent["id"],
+                    "client_secret": card.client_secret,
+                },
+            ),
+        )
+        assert (webhook.status_code, webhook.json()) == (200, {"status": "success"})
+        assert confirm.status_code == 200, confirm.text
+        ids = await sql.fetch(
+            "select id from pod_sessions where setup_intent_id = $1", card.setup_intent["id"]
+        )
+        assert [str(row["id"]) for row in ids] == [confirm.json()["session_id"]]
+    await fresh.mailbox.wait_for("access_code", count=5)
+    await quiet()
+    assert len(fresh.mailbox.messages("access_code")) == 5
+    report(
+        "2. webhook and confirm-booking at the same instant, 5 rounds: 1 session each, "
+        "both callers on the same session, 1 e-mail each"
+    )
+
+
+async def test_3_thirty_customers_race_for_one_free_pod(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    cards = [
+        await save_card(fresh, http, pod="pod2", email=f"c{i}@example.com", replica=i)
+        for i in range(30)
+    ]
+    responses = await asyncio.gather(
+        *(deliver(http, fresh.url(i), card) for i, card in enumerate(cards))
+    )
+    assert {(r.status_code, r.json()["status"]) for r in responses} == {(200, "success")}
+    rows = await sql.fetch("select user_email from pod_sessions where end_time is null")
+    assert len(rows) == 1
+    winner = rows[0]["user_email"]
+    sorry = await fresh.mailbox.wait_for("pod_unavailable", count=29)
+    await quiet()
+    assert len(fresh.mailbox.messages("pod_unavailable")) == 29
+    assert sorted(m.recipients[0] for m in sorry) == sorted(
+        card.email for card in cards if card.email != winner
+    )
+    for card in cards:
+        assert await payment_intents_of(fresh.stripe, card.customer_id) == []
+    report(
+        "3. 30 customers, one free pod, events at once: 1 open session, "
+        "29 'pod unavailable' e-mails, 0 charges"
+    )
+
+
+async def test_4_end_session_twenty_times_at_once(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    card, session_id = await open_session(fresh, http, "pod3", "di@example.com")
+    await started_ago(sql, session_id, 630)
+    responses = await asyncio.gather(
+        *(
+            http.post(f"{fresh.url(i)}/api/end-session", json={"sessionId": str(session_id)})
+            for i in range(20)
+        )
+    )
+    assert {r.status_code for r in responses} == {200}
+    results = {(r.json()["final_cost_pence"], r.json()["payment_status"]) for r in responses}
+    assert results == {(263, "succeeded")}
+    assert len(await payment_intents_of(fresh.stripe, card.customer_id)) == 1
+    await fresh.mailbox.wait_for("receipt")
+    await quiet()
+    assert len(fresh.mailbox.messages("receipt")) == 1
+    report(
+        "4. end-session x20 at once over 2 replicas: 1 PaymentIntent, every answer 263p, "
+        "1 receipt"
+    )
+
+
+async def test_5_stripe_down_at_the_end(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    card, session_id = await open_session(fresh, http, "pod4", "eve@example.com")
+    await started_ago(sql, session_id, 630)
+    fresh.localstripe.stop()
+    try:
+        down = await http.post(
+            f"{fresh.url(0)}/api/end-session", json={"sessionId": str(session_id)}
+        )
+        assert (down.status_code, down.json()) == (
+            503,
+            {
+                "detail": "The payment provider cannot be reached right now; nothing was charged. "
+                "Please try again in a minute."
+            },
+        )
+        row = await sql.fetchrow("select * from pod_sessions where id = $1", session_id)
+        assert (row["payment_status"], row["cost_pence"]) == ("pending", 263)
+        first_end = row["end_time"]
+        await asyncio.sleep(1.5)
+    finally:
+        fresh.localstripe.start()
+    again = await http.post(f"{fresh.url(1)}/api/end-session", json={"sessionId": str(session_id)})
+    assert again.status_code == 200
+    assert (again.json()["payment_status"], again.json()["final_cost_pence"]) == ("succeeded", 263)
+    assert await sql.fetchval("select end_time from pod_sessions where id = $1", session_id) == (
+        first_end
+    )
+    [charge] = await payment_intents_of(fresh.stripe, card.customer_id)
+    assert (charge["amount"], charge["status"]) == (263, "succeeded")
+    report(
+        "5. Stripe down at the end: 503, session kept unpaid; Stripe back: charged once, "
+        "263p as fixed by the first call"
+    )
+
+
+async def test_6_smtp_down_during_a_booking(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    fresh.smtp.stop()
+    try:
+        card = await save_card(fresh, http, pod="pod5", email="fay@example.com")
+        response = await deliver(http, fresh.url(0), card)
+        assert (response.status_code, response.json()) == (200, {"status": "success"})
+        assert await sql.fetchval("select count(*) from pod_sessions") == 1
+        await asyncio.sleep(1.5)
+        row = await sql.fetchrow("select attempts, sent_at from email_outbox")
+        assert row["attempts"] >= 1 and row["sent_at"] is None
+    finally:
+        fresh.smtp.start()
+    started = time.monotonic()
+    [mail] = await fresh.mailbox.wait_for("access_code", timeout=30)
+    waited = time.monotonic() - started
+    await quiet()
+    assert len(fresh.mailbox.messages("access_code")) == 1
+    assert mail.recipients == ["fay@example.com"]
+    report(
+        f"6. SMTP down during a booking: session kept; SMTP back: the access code arrived "
+        f"once, {waited:.1f} s later"
+    )
+
+
+async def test_7_a_replica_killed_in_a_burst(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    ending = [await open_session(fresh, http, f"pod{i}", f"end{i}@example.com") for i in range(4)]
+    for _, session_id in ending:
+        await started_ago(sql, session_id, 600)
+    booking = [
+        await save_card(fresh, http, pod=f"pod{i}", email=f"new{i}@example.com", replica=1)
+        for i in range(4, 8)
+    ]
+
+    async def end(i: int, session_id: UUID) -> httpx.Response:
+        return await http.post(
+            f"{fresh.url(i)}/api/end-session", json={"sessionId": str(session_id)}
+        )
+
+    async def book(i: int, card: SavedCard, event_id: str) -> httpx.Response:
+        return await deliver(http, fresh.url(i), card, event_id=event_id)
+
+    event_ids = [f"evt_burst_{i}" for i in range(len(booking))]
+    burst = [end(i, sid) for i, (_, sid) in enumerate(ending)] + [
+        book(i, card, event_ids[i]) for i, card in enumerate(booking)
+    ]
+    tasks = [asyncio.ensure_future(call) for call in burst]
+    await asyncio.sleep(0.05)
+    await asyncio.to_thread(fresh.replicas[0].kill)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception) or r.status_code >= 500]
+
+    # What Stripe and the customers do: try again, here on the surviving replica.
+    for i in failed:
+        if i < len(ending):
+            retried = await end(1, ending[i][1])
+        else:
+            j = i - len(ending)
+            retried = await book(1, booking[j], event_ids[j])
+        assert retried.status_code == 200, retried.text
+    await asyncio.to_thread(fresh.replicas[0].start)
+
+    deadline = time.monotonic() + 45
+    while await sql.fetchval("select count(*) from pod_sessions where payment_status = 'pending'"):
+        assert time.monotonic() < deadline, "sessions still unsettled after 45 s"
+        await asyncio.sleep(0.5)
+
+    stuck = await sql.fetch(
+        "select name from pods p where in_use <> exists "
+        "(select 1 from pod_sessions s where s.pod_id = p.id and s.end_time is null)"
+    )
+    assert stuck == []
+    for card, session_id in ending:
+        row = await sql.fetchrow("select * from pod_sessions where id = $1", session_id)
+        assert (row["payment_status"], row["cost_pence"]) == ("succeeded", 250)
+        assert len(await charges_of(fresh, card.customer_id)) == 1
+    for card in booking:
+        sessions = await sql.fetch(
+            "select id, end_time from pod_sessions where setup_intent_id = $1",
+            card.setup_intent["id"],
+        )
+        assert len(sessions) == 1 and sessions[0]["end_time"] is None
+        # a message leased by the killed replica waits out its lease, then goes
+        await fresh.mailbox.wait_for("access_code", to=card.email, timeout=30)
+        assert await charges_of(fresh, card.customer_id) == []
+    report(
+        f"7. replica SIGKILLed in a burst of 4 bookings and 4 ends ({len(failed)} calls "
+        "retried): no pod stuck, no double charge, no booking lost"
+    )
+
+
+async def test_8_payment_event_before_the_end_is_recorded(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
+) -> None:
+    card, session_id = await open_session(fresh, http, "pod6", "gus@example.com")
+    await started_ago(sql, session_id, 630)
+    # Stripe's answer to the charge is held back; its webhook (sent 1 s after) overtakes it.
+    fresh.proxy.delay_after[("POST", "/v1/payment_intents")] = 3.0
+    response = await http.post(
+        f"{fresh.url(0)}/api/end-session", json={"sessionId": str(session_id)}
+    )
+    answered_at = await sql.fetchval("select now()")
+    assert response.status_code == 200
+    assert (response.json()["payment_status"], response.json()["final_cost_pence"]) == (
+        "succeeded",
+        263,
+    )
+    [charge] = await payment_intents_of(fresh.stripe, card.customer_id)
+    row = await sql.fetchrow("select * from pod_sessions where id = $1", session_id)
+    assert (row["payment_status"], row["payment_intent_id"], row["cost_pence"]) == (
+        "succeeded",
+        charge["id"],
+        263,
+    )
+    event_at = await sql.fetchval(
+        "select min(processed_at) from stripe_events where type = 'payment_intent.succeeded'"
+    )
+    assert event_at is not None and event_at < answered_at
+    await fresh.mailbox.wait_for("receipt")
+    await quiet()
+    assert len(fresh.mailbox.messages("receipt")) == 1
+    assert fresh.mailbox.messages("payment_failed_operator", to=OPERATOR) == []
+    report(
+        "8. payment_intent.succeeded recorded before the end-session's own record: "
+        "final state succeeded, 1 charge, 1 receipt"
+    )
