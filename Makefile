@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: service test lint format env install-local install-dev
+.PHONY: service test lint format env bench install-local install-dev install-bench
 
 service: install-local  ## run the service on http://localhost:8000 (local mode without a .env)
 	$(BIN)/uvicorn svc.main:app --host $(HOST) --port $(PORT) --no-access-log
@@ -14,19 +14,24 @@ test: install-dev  ## run every test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev  ## ruff, black and mypy, changing nothing
-	$(BIN)/ruff check svc tests
-	$(BIN)/black --check svc tests
+	$(BIN)/ruff check svc tests bench
+	$(BIN)/black --check svc tests bench
 	$(BIN)/mypy
 
 format: install-dev  ## black, then ruff's fixes
-	$(BIN)/black svc tests
-	$(BIN)/ruff check --fix svc tests
+	$(BIN)/black svc tests bench
+	$(BIN)/ruff check --fix svc tests bench
+
+bench: install-bench  ## measure the service (bench/results.md, bench/latency.png); not a test
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 env:  ## copy .env.example to .env (never overwrites an existing .env)
 	@if [ -e .env ]; then echo ".env exists; left as it is"; else cp .env.example .env && echo "created .env"; fi
 
 install-local: $(VENV)/.installed-local
 install-dev: $(VENV)/.installed-dev
+install-bench: $(VENV)/.installed-bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +44,7 @@ $(VENV)/.installed-local: requirements.txt requirements-local.txt | $(BIN)/pytho
 $(VENV)/.installed-dev: requirements.txt requirements-local.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.installed-local
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
+	$(BIN)/pip install -q -r requirements-bench.txt
+	touch $@

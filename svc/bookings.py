@@ -175,8 +175,8 @@ def preview_of(session: SessionRecord, settings: Settings) -> SessionPreview:
     )
 
 
-async def preview_session(db: Database, settings: Settings, session_id: UUID) -> SessionPreview:
-    return preview_of(await find_session(db, session_id), settings)
+async def preview_session(services: Services, session_id: UUID) -> SessionPreview:
+    return preview_of(await find_session(services.db, session_id), services.settings)
 
 
 # Saving a card

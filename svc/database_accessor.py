@@ -9,8 +9,7 @@ tests'). The rules that need several statements at once are SQL functions in
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -196,6 +195,12 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Nothing to undo when a connection goes back to the pool: the service never changes
+    session state (no SET, LISTEN or advisory lock on pooled connections), so the default
+    reset query would be one wasted round trip per request."""
+
+
 def _uses_transaction_pooler(dsn: str) -> bool:
     # Supabase's transaction pooler (port 6543) cannot keep prepared statements
     # from one transaction to the next.
@@ -216,6 +221,7 @@ class PostgresDatabase:
                 min_size=1,
                 max_size=pool_size,
                 init=_init_connection,
+                reset=_keep_session,
                 statement_cache_size=0 if _uses_transaction_pooler(dsn) else 100,
                 command_timeout=30,
                 server_settings={"application_name": "qwipsvc"},
@@ -228,8 +234,9 @@ class PostgresDatabase:
     async def close(self) -> None:
         await self._pool.close()
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _run(self, method: str, query: str, *args: object) -> Any:
+        """One statement on a pooled connection; trouble reaching the database becomes
+        DatabaseUnavailable, anything the database refused stays as it is."""
         try:
             connection = await self._pool.acquire()
         except (*_UNAVAILABLE, asyncpg.PostgresError) as error:
@@ -237,7 +244,7 @@ class PostgresDatabase:
             logger.warning("database.unavailable error=%s", type(error).__name__)
             raise DatabaseUnavailable() from error
         try:
-            yield connection
+            return await getattr(connection, method)(query, *args)
         except _UNAVAILABLE as error:
             logger.warning("database.unavailable error=%s", type(error).__name__)
             raise DatabaseUnavailable() from error
@@ -245,23 +252,19 @@ class PostgresDatabase:
             await self._pool.release(connection)
 
     async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        async with self._connection() as connection:
-            rows: list[asyncpg.Record] = await connection.fetch(query, *args)
-            return rows
+        rows: list[asyncpg.Record] = await self._run("fetch", query, *args)
+        return rows
 
     async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
-        async with self._connection() as connection:
-            row: asyncpg.Record | None = await connection.fetchrow(query, *args)
-            return row
+        row: asyncpg.Record | None = await self._run("fetchrow", query, *args)
+        return row
 
     async def _fetchval(self, query: str, *args: object) -> Any:
-        async with self._connection() as connection:
-            return await connection.fetchval(query, *args)
+        return await self._run("fetchval", query, *args)
 
     async def _execute(self, query: str, *args: object) -> str:
-        async with self._connection() as connection:
-            status: str = await connection.execute(query, *args)
-            return status
+        status: str = await self._run("execute", query, *args)
+        return status
 
     async def ping(self) -> None:
         await self._fetchval("select 1")

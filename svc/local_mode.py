@@ -59,9 +59,15 @@ def is_localstripe(base_url: str) -> bool:
 
 
 def start_localstripe(
-    port: int, *, state_file: Path, log_file: Path | None = None, fresh: bool = False
+    port: int,
+    *,
+    state_file: Path,
+    log_file: Path | None = None,
+    fresh: bool = False,
+    persist: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Run localstripe on `port` as a child process, keeping its state in `state_file`."""
+    """Run localstripe on `port` as a child process, keeping its state in `state_file`
+    (or, with `persist=False`, in memory only)."""
     command = [
         sys.executable,
         "-m",
@@ -74,6 +80,8 @@ def start_localstripe(
     ]
     if fresh:
         command.append("--from-scratch")
+    if not persist:
+        command.append("--no-persist")
     state_file.parent.mkdir(parents=True, exist_ok=True)
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -117,13 +125,16 @@ def register_localstripe_webhook(
     response.raise_for_status()
 
 
-def _run_localstripe(port: int, state_file: Path, from_scratch: bool) -> None:
+def _run_localstripe(port: int, state_file: Path, from_scratch: bool, persist: bool) -> None:
     from localstripe import resources, server
 
     # localstripe keeps its whole state in /tmp/localstripe.pickle, shared by every
     # instance on the machine; give this one its own file so that instances (the
-    # service's, the tests') never overwrite each other.
+    # service's, the tests') never overwrite each other. It rewrites the whole file on
+    # every change, which a load test would mostly measure: hence `persist`.
     def dump_to_disk(store: resources.Store) -> None:
+        if not persist:
+            return
         with open(state_file, "wb") as f:
             pickle.dump(dict(store), f, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -149,9 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     stripe.add_argument("--port", type=int, default=8420)
     stripe.add_argument("--state-file", type=Path, required=True)
     stripe.add_argument("--from-scratch", action="store_true")
+    stripe.add_argument("--no-persist", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "localstripe":
-        _run_localstripe(args.port, args.state_file, args.from_scratch)
+        _run_localstripe(args.port, args.state_file, args.from_scratch, not args.no_persist)
 
 
 if __name__ == "__main__":

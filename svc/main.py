@@ -13,7 +13,8 @@ from uuid import UUID
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, RootModel
 
 from svc import bookings, runtime
 from svc.database_accessor import Database
@@ -34,6 +35,8 @@ from svc.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+PodList = RootModel[list[PodPublic]]
 
 
 class MissingParameter(ServiceError):
@@ -60,18 +63,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await worker
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_services(request: Request) -> bookings.Services:
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a hop
+# per dependency per request that costs more than the work itself.
+
+
+async def get_services(request: Request) -> bookings.Services:
     services: bookings.Services = request.app.state.services
     return services
 
 
-def get_db(request: Request) -> Database:
-    return get_services(request).db
+async def get_db(request: Request) -> Database:
+    services: bookings.Services = request.app.state.services
+    return services.db
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -79,7 +87,7 @@ DbDep = Annotated[Database, Depends(get_db)]
 ServicesDep = Annotated[bookings.Services, Depends(get_services)]
 
 
-def pod_reference(
+async def pod_reference(
     podName: Annotated[str | None, Query(max_length=200, description="The pod's name.")] = None,
     pod_name: Annotated[str | None, Query(max_length=200, description="Same as podName.")] = None,
     podId: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="The pod's id.")] = None,
@@ -92,7 +100,7 @@ def pod_reference(
     return name, identifier
 
 
-def session_reference(
+async def session_reference(
     sessionId: Annotated[UUID | None, Query(description="The session id from the e-mail.")] = None,
     session_id: Annotated[UUID | None, Query(description="Same as sessionId.")] = None,
 ) -> UUID:
@@ -127,6 +135,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"model": ErrorBody, "description": "The payment provider failed"},
     503: {"model": ErrorBody, "description": "A dependency is unavailable; safe to retry"},
 }
+
+
+def json_of(model: BaseModel) -> Response:
+    """The model as JSON, serialised once. Returned from the busiest routes: FastAPI would
+    otherwise validate the response model a second time before dumping it."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -186,9 +200,9 @@ def add_routes(app: FastAPI) -> None:
         return Health()
 
     @app.get("/api/pods", response_model=list[PodPublic], tags=["pods"])
-    async def list_pods(db: DbDep) -> list[PodPublic]:
+    async def list_pods(db: DbDep) -> Response:
         """All pods, with their price per minute and whether they are in use."""
-        return [PodPublic.of(pod) for pod in await db.list_pods()]
+        return json_of(PodList([PodPublic.of(pod) for pod in await db.list_pods()]))
 
     @app.get(
         "/api/pod",
@@ -196,10 +210,10 @@ def add_routes(app: FastAPI) -> None:
         responses=errors(404, 422),
         tags=["pods"],
     )
-    async def get_pod(db: DbDep, pod: PodRef) -> PodPublic:
+    async def get_pod(db: DbDep, pod: PodRef) -> Response:
         """One pod, by name or by id."""
         name, pod_id = pod
-        return PodPublic.of(await bookings.find_pod(db, name=name, pod_id=pod_id))
+        return json_of(PodPublic.of(await bookings.find_pod(db, name=name, pod_id=pod_id)))
 
     @app.get(
         "/api/end-session-preview",
@@ -207,11 +221,9 @@ def add_routes(app: FastAPI) -> None:
         responses=errors(404, 422, 503),
         tags=["sessions"],
     )
-    async def preview_session(
-        db: DbDep, settings: SettingsDep, session_id: SessionRef
-    ) -> SessionPreview:
+    async def preview_session(services: ServicesDep, session_id: SessionRef) -> Response:
         """The cost of a session so far, or its final cost once ended."""
-        return await bookings.preview_session(db, settings, session_id)
+        return json_of(await bookings.preview_session(services, session_id))
 
     async def create_setup_intent(
         services: ServicesDep, pod: PodRef, email: EmailQuery = None

@@ -56,9 +56,17 @@ class ServiceProcess:
     """`uvicorn svc.main:app` on a port, with an environment of its own."""
 
     def __init__(
-        self, port: int, env: dict[str, str], *, cwd: Path, log: Path, access_log: bool = False
+        self,
+        port: int,
+        env: dict[str, str],
+        *,
+        cwd: Path,
+        log: Path,
+        access_log: bool = False,
+        app: str = "svc.main:app",
     ) -> None:
         self.port = port
+        self.app = app
         self.access_log = access_log
         self.env = env
         self.cwd = cwd
@@ -69,6 +77,11 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def start(self, *, timeout: float = 60) -> "ServiceProcess":
         output = open(self.log, "ab")
         self.process = subprocess.Popen(
@@ -76,7 +89,7 @@ class ServiceProcess:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "svc.main:app",
+                self.app,
                 "--host",
                 "127.0.0.1",
                 "--port",

