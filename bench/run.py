@@ -35,8 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from svc.database_accessor import apply_migrations  # noqa: E402
 from svc.local_mode import start_localstripe, stop_process  # noqa: E402
-from tests.support.latency_proxy import LatencyProxy  # noqa: E402
-from tests.support.processes import ServiceProcess, clean_environment  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    ServiceProcess,
+    clean_environment,
+    wait_until_answering,
+)
 from tests.support.stripe_helpers import confirm_card, sdk, signed_event  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
@@ -124,12 +127,39 @@ async def create_database(admin_url: str) -> str:
     return url
 
 
+class ProxyProcess:
+    """The latency proxy in a process of its own, so the load generator here cannot slow it."""
+
+    def __init__(self, upstream: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.latency_proxy",
+                "--upstream",
+                upstream,
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+        )
+        wait_until_answering(f"{self.url}/__ping", self.process, timeout=20)
+
+    def set_delay(self, seconds: float) -> None:
+        httpx.post(f"{self.url}/__latency", json={"delay_before": seconds}).raise_for_status()
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
 @dataclass
 class Stack:
     database_url: str
     service: ServiceProcess
     bare: ServiceProcess
-    proxy: LatencyProxy
+    proxy: ProxyProcess
     sink: SmtpSink
     stripe_url: str
     cleanups: list[Callable[[], Any]] = field(default_factory=list)
@@ -154,7 +184,7 @@ def start_stack(database_url: str, postgres: Postgres) -> Stack:
     )
     cleanups.append(lambda: stop_process(localstripe))
     stripe_url = f"http://localhost:{stripe_port}"
-    proxy = LatencyProxy(stripe_url, free_port()).start()
+    proxy = ProxyProcess(stripe_url)
     cleanups.append(proxy.stop)
     sink = SmtpSink()
     sink.controller.start()
@@ -307,7 +337,7 @@ async def measure_slow_upstream(
         await add_pods(stack.database_url, names)
         session_ids = await book_sessions(stack, http, names)
         await age_sessions(stack.database_url, 10)  # worth charging
-        stack.proxy.delay_before = 0.2
+        stack.proxy.set_delay(0.2)
         try:
             started = time.perf_counter()
             lone = await http.post(
@@ -328,7 +358,7 @@ async def measure_slow_upstream(
             each = await asyncio.gather(*(end(s) for s in session_ids[1:]))
             burst_seconds = time.perf_counter() - started
         finally:
-            stack.proxy.delay_before = 0
+            stack.proxy.set_delay(0)
         ratios.append(burst_seconds / lone_seconds)
         lone_ms.append(lone_seconds * 1000)
         burst_ms.append(burst_seconds * 1000)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -81,7 +82,8 @@ def start_localstripe(
     if fresh:
         command.append("--from-scratch")
     if not persist:
-        command.append("--no-persist")
+        # a load generator's stand-in: in memory only, and no access log
+        command += ["--no-persist", "--quiet"]
     state_file.parent.mkdir(parents=True, exist_ok=True)
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -125,7 +127,11 @@ def register_localstripe_webhook(
     response.raise_for_status()
 
 
-def _run_localstripe(port: int, state_file: Path, from_scratch: bool, persist: bool) -> None:
+def _run_localstripe(
+    port: int, state_file: Path, *, from_scratch: bool, persist: bool, quiet: bool
+) -> None:
+    import uvloop
+    from aiohttp import web
     from localstripe import resources, server
 
     # localstripe keeps its whole state in /tmp/localstripe.pickle, shared by every
@@ -146,11 +152,78 @@ def _run_localstripe(port: int, state_file: Path, from_scratch: bool, persist: b
             return
         dict.clear(store)
         dict.update(store, saved)
+        reindex()
 
+    reindex = _index_by_type(resources)
     resources.Store.dump_to_disk = dump_to_disk
     resources.Store.try_load_from_disk = try_load_from_disk
-    sys.argv = ["localstripe", "--port", str(port)] + (["--from-scratch"] if from_scratch else [])
-    server.start()
+    if not from_scratch:
+        resources.store.try_load_from_disk()
+
+    # What localstripe's own start does, with the access log optional and uvloop.
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("::", port))
+    access_log = None
+    if not quiet:
+        access_log = logging.getLogger("aiohttp.access")
+        access_log.setLevel(logging.DEBUG)
+        access_log.addHandler(logging.StreamHandler())
+    web.run_app(
+        server.app, sock=listener, access_log=access_log, print=None, loop=uvloop.new_event_loop()
+    )
+
+
+def _index_by_type(resources: Any) -> Callable[[], None]:
+    """localstripe lists objects by scanning its whole store, and every charge it shows
+    lists its refunds that way: each request costs more than the one before. Keep the keys
+    indexed by type so that a list costs what it returns."""
+    from localstripe.errors import UserError
+
+    by_type: dict[str, dict[str, Any]] = {}
+    store_set, store_del, store_clear = (
+        resources.Store.__setitem__,
+        resources.Store.__delitem__,
+        resources.Store.clear,
+    )
+
+    def setitem(store: Any, key: str, value: Any) -> None:
+        store_set(store, key, value)
+        by_type.setdefault(key.split(":", 1)[0], {})[key] = value
+
+    def delitem(store: Any, key: str) -> None:
+        store_del(store, key)
+        by_type.get(key.split(":", 1)[0], {}).pop(key, None)
+
+    def clear(store: Any) -> None:
+        store_clear(store)
+        by_type.clear()
+
+    def list_all(
+        cls: Any,
+        /,
+        url: str,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        listed = resources.List(url, limit=limit, starting_after=starting_after)
+        listed._list = list(by_type.get(cls.object, {}).values())
+        return listed
+
+    resources.Store.__setitem__ = setitem
+    resources.Store.__delitem__ = delitem
+    resources.Store.clear = clear
+    resources.StripeObject._api_list_all = classmethod(list_all)
+
+    def reindex() -> None:  # after the store was filled from the state file
+        by_type.clear()
+        for key, value in dict.items(resources.store):
+            by_type.setdefault(key.split(":", 1)[0], {})[key] = value
+
+    return reindex
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,9 +234,16 @@ def main(argv: list[str] | None = None) -> None:
     stripe.add_argument("--state-file", type=Path, required=True)
     stripe.add_argument("--from-scratch", action="store_true")
     stripe.add_argument("--no-persist", action="store_true")
+    stripe.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args(argv)
     if args.command == "localstripe":
-        _run_localstripe(args.port, args.state_file, args.from_scratch, not args.no_persist)
+        _run_localstripe(
+            args.port,
+            args.state_file,
+            from_scratch=args.from_scratch,
+            persist=not args.no_persist,
+            quiet=args.quiet,
+        )
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 It runs its own event loop in a thread, so the tests' (and the benchmark's) loops stay free.
 """
 
+import argparse
 import asyncio
 import threading
-from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
@@ -59,10 +59,17 @@ class LatencyProxy:
             connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
         )
         app = web.Application(client_max_size=10 * 1024 * 1024)
+        app.router.add_post("/__latency", self._configure)
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _configure(self, request: web.Request) -> web.StreamResponse:
+        """Set the delays from another process: {"delay_before": seconds}."""
+        settings = await request.json()
+        self.delay_before = float(settings.get("delay_before", 0))
+        return web.json_response({"delay_before": self.delay_before})
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -90,9 +97,15 @@ class LatencyProxy:
         return web.Response(status=status, body=body, headers=answer_headers)
 
 
-def running_proxy(upstream: str, port: int) -> Iterator[LatencyProxy]:
-    proxy = LatencyProxy(upstream, port).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
+def main() -> None:
+    """Run the proxy as a process of its own (the benchmark does, so that the load it
+    generates does not share a GIL with the proxy)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    LatencyProxy(args.upstream, args.port).start()._thread.join()
+
+
+if __name__ == "__main__":
+    main()

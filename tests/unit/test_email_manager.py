@@ -1,18 +1,28 @@
 import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from svc import email_manager
-from svc.email_manager import EmailNotSent, Mailer, build_message
+from svc.email_manager import EmailNotSent, Mailer, compose
 from svc.env import Settings
 from svc.models import OutboxEmail, QueuedEmail, SessionRecord
 from svc.types import PaymentStatus
 from tests.conftest import free_port
 from tests.support.mail import Mailbox
+
+
+def build_message(email: OutboxEmail, settings: Settings) -> EmailMessage:
+    """The composed message as a mail client reads it."""
+    message = message_from_bytes(compose(email, settings).raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
 
 SESSION_ID = UUID("6a1f2c3e-1111-4222-8333-944455556666")
 START = datetime(2026, 11, 26, 15, 5, tzinfo=UTC)
