@@ -2,15 +2,17 @@
 
 `Database` is what the rest of the service calls. `PostgresDatabase` implements it on
 asyncpg with a pool (any Postgres: Supabase's, the embedded one of local mode, the
-tests'). The rules that need several statements at once are SQL functions in
-``supabase/migrations``, so each backend runs the same definition of them.
+tests'). The rules that need several statements at once, or the database's clock, are
+SQL functions in ``supabase/migrations``, so each backend runs the same definition of them.
 """
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -126,15 +128,6 @@ class Database(Protocol):
 
 _POD_COLUMNS = "id, name, address, price, currency, in_use, seam_device_id"
 
-_SESSION_SELECT = """
-    select s.id, s.pod_id, p.name as pod_name, p.address as pod_address, p.seam_device_id,
-           s.user_email, s.start_time, s.end_time, s.price_per_minute, s.currency,
-           s.stripe_customer_id, s.stripe_payment_method, s.setup_intent_id, s.access_code,
-           s.access_code_id, s.access_code_status, s.cost_pence, s.payment_intent_id,
-           s.payment_status, s.payment_error, now() as now
-    from pod_sessions s join pods p on p.id = s.pod_id
-"""
-
 # Connection trouble, as opposed to a query the database refused.
 _UNAVAILABLE = (
     OSError,
@@ -147,30 +140,58 @@ _UNAVAILABLE = (
 )
 
 
-def _pod(row: asyncpg.Record) -> Pod:
+# Rows reach these as asyncpg records (Decimal, datetime, UUID) or as JSON (strings for
+# all three); each converter takes either.
+
+
+def _decimal(value: object) -> Decimal:
+    # A JSON number would already be a binary float: prices are read as text instead.
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, str):
+        return Decimal(value)
+    raise TypeError(f"expected an exact decimal, got {type(value).__name__}")
+
+
+def _timestamp(value: object) -> datetime:
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(parsed, datetime) or parsed.tzinfo is None:
+        raise TypeError(f"expected a timestamp with a time zone, got {value!r}")
+    return parsed
+
+
+def _optional_timestamp(value: object) -> datetime | None:
+    return None if value is None else _timestamp(value)
+
+
+def _uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _pod(row: Mapping[str, Any]) -> Pod:
     return Pod(
         id=row["id"],
         name=row["name"],
         address=row["address"],
-        price=row["price"],
+        price=_decimal(row["price"]),
         currency=row["currency"],
         in_use=row["in_use"],
         seam_device_id=row["seam_device_id"],
     )
 
 
-def _session(row: asyncpg.Record) -> SessionRecord:
+def _session(row: Mapping[str, Any]) -> SessionRecord:
     status = row["payment_status"]
     return SessionRecord(
-        id=row["id"],
+        id=_uuid(row["id"]),
         pod_id=row["pod_id"],
         pod_name=row["pod_name"],
         pod_address=row["pod_address"],
         seam_device_id=row["seam_device_id"],
         user_email=row["user_email"],
-        start_time=row["start_time"],
-        end_time=row["end_time"],
-        price_per_minute=row["price_per_minute"],
+        start_time=_timestamp(row["start_time"]),
+        end_time=_optional_timestamp(row["end_time"]),
+        price_per_minute=_decimal(row["price_per_minute"]),
         currency=row["currency"],
         stripe_customer_id=row["stripe_customer_id"],
         stripe_payment_method=row["stripe_payment_method"],
@@ -182,7 +203,25 @@ def _session(row: asyncpg.Record) -> SessionRecord:
         payment_intent_id=row["payment_intent_id"],
         payment_status=PaymentStatus(status) if status is not None else None,
         payment_error=row["payment_error"],
-        now=row["now"],
+        now=_timestamp(row["now"]),
+    )
+
+
+def _outbox_email(row: Mapping[str, Any]) -> OutboxEmail:
+    return OutboxEmail(
+        id=row["id"],
+        dedupe_key=row["dedupe_key"],
+        kind=row["kind"],
+        recipient=row["recipient"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+    )
+
+
+def _start_outcome(result: Mapping[str, Any]) -> StartOutcome:
+    session_id = result.get("session_id")
+    return StartOutcome(
+        outcome=result["outcome"], session_id=_uuid(session_id) if session_id else None
     )
 
 
@@ -322,12 +361,12 @@ class PostgresDatabase:
     # Sessions
 
     async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None:
-        row = await self._fetchrow(f"{_SESSION_SELECT} where s.id = $1", session_id)
+        row = await self._fetchrow("select * from qwip_get_session(p_session_id => $1)", session_id)
         return _session(row) if row else None
 
     async def get_session_by_setup_intent(self, setup_intent_id: str) -> SessionRecord | None:
         row = await self._fetchrow(
-            f"{_SESSION_SELECT} where s.setup_intent_id = $1", setup_intent_id
+            "select * from qwip_get_session(p_setup_intent_id => $1)", setup_intent_id
         )
         return _session(row) if row else None
 
@@ -346,10 +385,7 @@ class PostgresDatabase:
             request.started_email.as_json() if request.started_email else None,
             request.unavailable_email.as_json() if request.unavailable_email else None,
         )
-        session_id = result.get("session_id")
-        return StartOutcome(
-            outcome=result["outcome"], session_id=UUID(session_id) if session_id else None
-        )
+        return _start_outcome(result)
 
     async def close_session(self, session_id: UUID, *, max_minutes: int) -> bool:
         found: bool = await self._fetchval(
@@ -401,24 +437,14 @@ class PostgresDatabase:
         return outcome
 
     async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]:
-        rows = await self._fetch(
-            """select id from pod_sessions
-               where payment_status = 'pending' and end_time is not null
-                 and updated_at < now() - make_interval(secs => $1)
-                 and (charge_locked_until is null or charge_locked_until < now())
-               order by end_time limit 100""",
-            idle_seconds,
+        ids: list[UUID] = await self._fetchval(
+            "select qwip_list_unsettled_sessions($1)", idle_seconds
         )
-        return [row["id"] for row in rows]
+        return ids
 
     async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
-        rows = await self._fetch(
-            """select id from pod_sessions
-               where end_time is null and start_time < now() - make_interval(mins => $1)
-               order by start_time limit 100""",
-            max_minutes,
-        )
-        return [row["id"] for row in rows]
+        ids: list[UUID] = await self._fetchval("select qwip_list_overdue_sessions($1)", max_minutes)
+        return ids
 
     # Stripe events
 
@@ -449,17 +475,7 @@ class PostgresDatabase:
             limit,
             lease_seconds,
         )
-        return [
-            OutboxEmail(
-                id=row["id"],
-                dedupe_key=row["dedupe_key"],
-                kind=row["kind"],
-                recipient=row["recipient"],
-                payload=row["payload"],
-                attempts=row["attempts"],
-            )
-            for row in rows
-        ]
+        return [_outbox_email(row) for row in rows]
 
     async def mark_email_sent(self, email_id: int) -> None:
         await self._execute(
@@ -470,11 +486,7 @@ class PostgresDatabase:
 
     async def mark_email_failed(self, email_id: int, *, retry_in_seconds: int, error: str) -> None:
         await self._execute(
-            "update email_outbox set locked_until = null, last_error = $3, "
-            "next_attempt_at = now() + make_interval(secs => $2) where id = $1",
-            email_id,
-            retry_in_seconds,
-            error[:500],
+            "select qwip_postpone_email($1, $2, $3)", email_id, retry_in_seconds, error
         )
 
 
