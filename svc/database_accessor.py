@@ -517,6 +517,9 @@ _HTTP_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 
 _UNIQUE_VIOLATION = "23505"
 _CHECK_VIOLATION = "23514"
+# No such function or table, from PostgREST's schema cache or from Postgres: the project
+# lacks the migration, or an older version of it.
+_SCHEMA_MISSING = ("PGRST202", "PGRST205", "42883", "42P01")
 
 _T = TypeVar("_T")
 _R = TypeVar("_R", covariant=True)
@@ -659,6 +662,16 @@ class SupabaseDatabase:
                 "service-role key and the migration must be applied",
                 status,
                 code,
+            )
+            raise DatabaseUnavailable() from error
+        except APIError as error:
+            if error.code not in _SCHEMA_MISSING:
+                raise
+            logger.error(
+                "database.schema_missing code=%s message=%s: apply "
+                "supabase/migrations/0001_init.sql to the project",
+                error.code,
+                error.message,
             )
             raise DatabaseUnavailable() from error
 

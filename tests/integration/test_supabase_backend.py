@@ -6,6 +6,7 @@ tests/support, served on a local port, answering from the test database.
 
 import asyncio
 import logging
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -20,7 +21,7 @@ from svc.database_accessor import PostgresDatabase, SupabaseDatabase
 from svc.env import ConfigurationError, Settings
 from svc.main import create_app
 from svc.models import NewPod
-from tests.conftest import SERVICE_ROLE_KEY, free_port
+from tests.conftest import SERVICE_ROLE_KEY, free_port, with_database
 from tests.integration.conftest import WEBHOOK_SECRET, SettingsFactory, running
 from tests.integration.test_booking_lifecycle import book, started_minutes_ago
 from tests.support.mail import Mailbox
@@ -209,6 +210,32 @@ async def test_readyz_is_503_and_says_why_when_the_project_refuses_the_key(
     assert (
         "database.key_refused status=401 code=None: SUPABASE_KEY must be the project's "
         "service-role key and the migration must be applied"
+    ) in [record.getMessage() for record in caplog.records]
+
+
+async def test_readyz_is_503_and_says_why_when_the_project_lacks_the_schema(
+    make_settings: SettingsFactory, postgres_server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"qwip_empty_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(postgres_server_url)
+    await admin.execute(f'create database "{name}"')
+    stand_in = PostgrestOnPostgres(with_database(postgres_server_url, name), SERVICE_ROLE_KEY)
+    try:
+        async with serve(stand_in) as url:
+            settings = make_settings(
+                DATABASE_URL=None, SUPABASE_URL=url, SUPABASE_KEY=SERVICE_ROLE_KEY
+            )
+            async with running(create_app(settings)) as client:
+                with caplog.at_level(logging.ERROR, logger="svc.database_accessor"):
+                    response = await client.get("/readyz")
+    finally:
+        await stand_in.close()
+        await admin.execute(f'drop database "{name}" with (force)')
+        await admin.close()
+    assert (response.status_code, response.json()) == (503, UNAVAILABLE)
+    assert (
+        'database.schema_missing code=42P01 message=relation "pods" does not exist: apply '
+        "supabase/migrations/0001_init.sql to the project"
     ) in [record.getMessage() for record in caplog.records]
 
 

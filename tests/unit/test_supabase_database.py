@@ -132,7 +132,9 @@ def no_content() -> httpx.Response:
     return httpx.Response(204)
 
 
-def postgrest_error(status: int, code: str, message: str, details: str | None = None) -> Reply:
+def postgrest_error(
+    status: int, code: str, message: str, details: str | None = None
+) -> httpx.Response:
     return httpx.Response(
         status, json={"code": code, "details": details, "hint": None, "message": message}
     )
@@ -840,6 +842,42 @@ async def test_a_refused_key_is_unavailable_and_logged_for_the_operator(
     assert [record.getMessage() for record in caplog.records] == [
         f"database.key_refused status={refusal.status_code} code={code}: SUPABASE_KEY must be "
         "the project's service-role key and the migration must be applied"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        (
+            postgrest_error(
+                404,
+                "PGRST202",
+                "Could not find the function public.qwip_claim_charge(p_lease_seconds, "
+                "p_session_id) in the schema cache",
+            ),
+            "Could not find the function public.qwip_claim_charge(p_lease_seconds, "
+            "p_session_id) in the schema cache",
+        ),
+        (
+            postgrest_error(404, "42P01", 'relation "public.pod_sessions" does not exist'),
+            'relation "public.pod_sessions" does not exist',
+        ),
+    ],
+    ids=["function not in the schema cache", "no such table"],
+)
+async def test_a_project_without_the_migration_is_unavailable_and_says_so(
+    connect: Connect, missing: httpx.Response, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database, _ = await connect(missing)
+    with (
+        caplog.at_level(logging.ERROR, logger="svc.database_accessor"),
+        pytest.raises(DatabaseUnavailable),
+    ):
+        await database.claim_charge(SESSION, lease_seconds=120)
+    code = json.loads(missing.content)["code"]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"database.schema_missing code={code} message={message}: apply "
+        "supabase/migrations/0001_init.sql to the project"
     ]
 
 
