@@ -1,22 +1,37 @@
 """Every query of the service, behind one small async interface.
 
-`Database` is what the rest of the service calls. `PostgresDatabase` implements it on
-asyncpg with a pool (any Postgres: Supabase's, the embedded one of local mode, the
-tests'). The rules that need several statements at once are SQL functions in
-``supabase/migrations``, so each backend runs the same definition of them.
+`Database` is what the rest of the service calls. Two backends implement it:
+
+- `PostgresDatabase`, on asyncpg with a pool, for a connection string (any Postgres:
+  Supabase's, the embedded one of local mode, the tests');
+- `SupabaseDatabase`, on the official `supabase` client, for a project's URL and
+  service-role key: every query is an HTTP request to the project's PostgREST API.
+
+The rules that need several statements at once, or the database's clock, are SQL
+functions in ``supabase/migrations``: the asyncpg backend calls them with ``select``, the
+Supabase one with ``rpc()``, so both run the same definition of every rule.
 """
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Awaitable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
+import httpx
+from postgrest import APIError, ReturnMethod
+from supabase import AsyncClient, AsyncClientOptions, AsyncSupabaseException, acreate_client
 
+from svc.env import ConfigurationError
 from svc.errors import ServiceError
 from svc.models import (
     NewPod,
@@ -125,15 +140,6 @@ class Database(Protocol):
 
 _POD_COLUMNS = "id, name, address, price, currency, in_use, seam_device_id"
 
-_SESSION_SELECT = """
-    select s.id, s.pod_id, p.name as pod_name, p.address as pod_address, p.seam_device_id,
-           s.user_email, s.start_time, s.end_time, s.price_per_minute, s.currency,
-           s.stripe_customer_id, s.stripe_payment_method, s.setup_intent_id, s.access_code,
-           s.access_code_id, s.access_code_status, s.cost_pence, s.payment_intent_id,
-           s.payment_status, s.payment_error, now() as now
-    from pod_sessions s join pods p on p.id = s.pod_id
-"""
-
 # Connection trouble, as opposed to a query the database refused.
 _UNAVAILABLE = (
     OSError,
@@ -146,30 +152,58 @@ _UNAVAILABLE = (
 )
 
 
-def _pod(row: asyncpg.Record) -> Pod:
+# Rows reach these as asyncpg records (Decimal, datetime, UUID) or as PostgREST's JSON
+# (strings for all three); each converter takes either.
+
+
+def _decimal(value: object) -> Decimal:
+    # A JSON number would already be a binary float: prices are read as text instead.
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, str):
+        return Decimal(value)
+    raise TypeError(f"expected an exact decimal, got {type(value).__name__}")
+
+
+def _timestamp(value: object) -> datetime:
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(parsed, datetime) or parsed.tzinfo is None:
+        raise TypeError(f"expected a timestamp with a time zone, got {value!r}")
+    return parsed
+
+
+def _optional_timestamp(value: object) -> datetime | None:
+    return None if value is None else _timestamp(value)
+
+
+def _uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _pod(row: Mapping[str, Any]) -> Pod:
     return Pod(
         id=row["id"],
         name=row["name"],
         address=row["address"],
-        price=row["price"],
+        price=_decimal(row["price"]),
         currency=row["currency"],
         in_use=row["in_use"],
         seam_device_id=row["seam_device_id"],
     )
 
 
-def _session(row: asyncpg.Record) -> SessionRecord:
+def _session(row: Mapping[str, Any]) -> SessionRecord:
     status = row["payment_status"]
     return SessionRecord(
-        id=row["id"],
+        id=_uuid(row["id"]),
         pod_id=row["pod_id"],
         pod_name=row["pod_name"],
         pod_address=row["pod_address"],
         seam_device_id=row["seam_device_id"],
         user_email=row["user_email"],
-        start_time=row["start_time"],
-        end_time=row["end_time"],
-        price_per_minute=row["price_per_minute"],
+        start_time=_timestamp(row["start_time"]),
+        end_time=_optional_timestamp(row["end_time"]),
+        price_per_minute=_decimal(row["price_per_minute"]),
         currency=row["currency"],
         stripe_customer_id=row["stripe_customer_id"],
         stripe_payment_method=row["stripe_payment_method"],
@@ -181,7 +215,25 @@ def _session(row: asyncpg.Record) -> SessionRecord:
         payment_intent_id=row["payment_intent_id"],
         payment_status=PaymentStatus(status) if status is not None else None,
         payment_error=row["payment_error"],
-        now=row["now"],
+        now=_timestamp(row["now"]),
+    )
+
+
+def _outbox_email(row: Mapping[str, Any]) -> OutboxEmail:
+    return OutboxEmail(
+        id=row["id"],
+        dedupe_key=row["dedupe_key"],
+        kind=row["kind"],
+        recipient=row["recipient"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+    )
+
+
+def _start_outcome(result: Mapping[str, Any]) -> StartOutcome:
+    session_id = result.get("session_id")
+    return StartOutcome(
+        outcome=result["outcome"], session_id=_uuid(session_id) if session_id else None
     )
 
 
@@ -325,12 +377,12 @@ class PostgresDatabase:
     # Sessions
 
     async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None:
-        row = await self._fetchrow(f"{_SESSION_SELECT} where s.id = $1", session_id)
+        row = await self._fetchrow("select * from qwip_get_session(p_session_id => $1)", session_id)
         return _session(row) if row else None
 
     async def get_session_by_setup_intent(self, setup_intent_id: str) -> SessionRecord | None:
         row = await self._fetchrow(
-            f"{_SESSION_SELECT} where s.setup_intent_id = $1", setup_intent_id
+            "select * from qwip_get_session(p_setup_intent_id => $1)", setup_intent_id
         )
         return _session(row) if row else None
 
@@ -349,10 +401,7 @@ class PostgresDatabase:
             request.started_email.as_json() if request.started_email else None,
             request.unavailable_email.as_json() if request.unavailable_email else None,
         )
-        session_id = result.get("session_id")
-        return StartOutcome(
-            outcome=result["outcome"], session_id=UUID(session_id) if session_id else None
-        )
+        return _start_outcome(result)
 
     async def close_session(self, session_id: UUID, *, max_minutes: int) -> bool:
         found: bool = await self._fetchval(
@@ -404,24 +453,14 @@ class PostgresDatabase:
         return outcome
 
     async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]:
-        rows = await self._fetch(
-            """select id from pod_sessions
-               where payment_status = 'pending' and end_time is not null
-                 and updated_at < now() - make_interval(secs => $1)
-                 and (charge_locked_until is null or charge_locked_until < now())
-               order by end_time limit 100""",
-            idle_seconds,
+        ids: list[UUID] = await self._fetchval(
+            "select qwip_list_unsettled_sessions($1)", idle_seconds
         )
-        return [row["id"] for row in rows]
+        return ids
 
     async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
-        rows = await self._fetch(
-            """select id from pod_sessions
-               where end_time is null and start_time < now() - make_interval(mins => $1)
-               order by start_time limit 100""",
-            max_minutes,
-        )
-        return [row["id"] for row in rows]
+        ids: list[UUID] = await self._fetchval("select qwip_list_overdue_sessions($1)", max_minutes)
+        return ids
 
     # Stripe events
 
@@ -452,17 +491,7 @@ class PostgresDatabase:
             limit,
             lease_seconds,
         )
-        return [
-            OutboxEmail(
-                id=row["id"],
-                dedupe_key=row["dedupe_key"],
-                kind=row["kind"],
-                recipient=row["recipient"],
-                payload=row["payload"],
-                attempts=row["attempts"],
-            )
-            for row in rows
-        ]
+        return [_outbox_email(row) for row in rows]
 
     async def mark_email_sent(self, email_id: int) -> None:
         await self._execute(
@@ -473,11 +502,394 @@ class PostgresDatabase:
 
     async def mark_email_failed(self, email_id: int, *, retry_in_seconds: int, error: str) -> None:
         await self._execute(
-            "update email_outbox set locked_until = null, last_error = $3, "
-            "next_attempt_at = now() + make_interval(secs => $2) where id = $1",
-            email_id,
-            retry_in_seconds,
-            error[:500],
+            "select qwip_postpone_email($1, $2, $3)", email_id, retry_in_seconds, error
+        )
+
+
+# The Supabase backend.
+
+_POD_FIELDS = "id,name,address,price::text,currency,in_use,seam_device_id"
+"""The pod's columns as PostgREST returns them: the price cast to text, so it stays exact."""
+
+# Postgres reads the timestamp input 'now' as the transaction's time: a PATCH body can set
+# a column to the database's clock, the same clock the functions and the asyncpg backend use.
+_DATABASE_NOW = "now"
+
+# Requests run in each caller's time: a stuck request is an unavailable database.
+_HTTP_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+
+_UNIQUE_VIOLATION = "23505"
+_CHECK_VIOLATION = "23514"
+# No such function or table, from PostgREST's schema cache or from Postgres: the project
+# lacks the migration, or an older version of it.
+_SCHEMA_MISSING = ("PGRST202", "PGRST205", "42883", "42P01")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R", covariant=True)
+
+
+class _Query(Protocol[_R]):
+    """A built PostgREST request of the supabase client, sent by `execute()`."""
+
+    def execute(self) -> Awaitable[_R]: ...
+
+
+class _ServerUnavailable(Exception):
+    """PostgREST or the gateway in front of it answered 5xx: down, overloaded, timing out."""
+
+
+class _KeyRefused(Exception):
+    """The project refused the key (401/403): not the service-role key, or revoked."""
+
+
+async def _check_status(response: httpx.Response) -> None:
+    # The supabase client keeps no HTTP status on its errors, and builds a 5xx without a
+    # JSON body into the same APIError as a refused query; decide here, by status.
+    if response.status_code >= 500:
+        raise _ServerUnavailable(response.status_code)
+    if response.status_code in (401, 403):
+        await response.aread()
+        raise _KeyRefused(response.status_code, _error_code(response))
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return str(code) if code is not None else None
+
+
+def _key_role(key: str) -> str | None:
+    """The role a Supabase API key acts as, when the key says so."""
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    role = claims.get("role") if isinstance(claims, dict) else None
+    return role if isinstance(role, str) else None
+
+
+def _violated_constraint(error: APIError) -> str | None:
+    found = re.search(r'constraint "([^"]+)"', error.message or "")
+    return found.group(1) if found else None
+
+
+def _expect(value: object, kind: type[_T], operation: str) -> _T:
+    if not isinstance(value, kind):
+        raise TypeError(f"{operation}: expected {kind.__name__} from PostgREST, got {value!r}")
+    return value
+
+
+def _price(value: Decimal) -> str:
+    # As text, for PostgREST to cast to numeric: JSON numbers are floats to most readers.
+    return format(value, "f")
+
+
+class SupabaseDatabase:
+    """The Supabase backend: the project's PostgREST API, with the service-role key.
+
+    Rows are read and written over HTTP; every rule that needs more than one statement or
+    the database's clock is one `rpc()` to the same SQL function the asyncpg backend calls.
+    """
+
+    def __init__(self, client: AsyncClient, http: httpx.AsyncClient) -> None:
+        self._client = client
+        self._http = http
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        key: str,
+        *,
+        pool_size: int = 10,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> "SupabaseDatabase":
+        """A client of the project at `url`; nothing is sent until the first query.
+
+        `transport` replaces the network (a test's stand-in for PostgREST).
+        """
+        role = _key_role(key)
+        if role in ("anon", "authenticated"):
+            # With the anon (publishable) key every table would look empty: row level
+            # security hides all rows from it. Refuse to start rather than serve that.
+            raise ConfigurationError(
+                "SUPABASE_KEY is the project's anon (publishable) key; the service needs the "
+                "service-role (secret) key, or a DATABASE_URL connection string"
+            )
+        http = httpx.AsyncClient(
+            transport=transport,
+            http2=True,
+            timeout=_HTTP_TIMEOUT,
+            limits=httpx.Limits(max_connections=pool_size),
+            event_hooks={"response": [_check_status]},
+        )
+        options = AsyncClientOptions(
+            httpx_client=http,
+            # The callers retry already (Stripe redelivers, pages and the background round
+            # call again); the client's own retries would stall a request for 7 seconds.
+            postgrest_client_retry=False,
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        try:
+            client = await acreate_client(url, key, options)
+        except AsyncSupabaseException as error:
+            await http.aclose()
+            raise ConfigurationError(f"SUPABASE_URL {url!r}: {error.message}") from None
+        return cls(client, http)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, query: _Query[_T]) -> _T:
+        try:
+            return await query.execute()
+        except (httpx.TransportError, _ServerUnavailable) as error:
+            # Unreachable, timed out, or down: the same 503 as the asyncpg backend's.
+            logger.warning("database.unavailable error=%s %s", type(error).__name__, error)
+            raise DatabaseUnavailable() from error
+        except _KeyRefused as error:
+            status, code = error.args
+            logger.error(
+                "database.key_refused status=%s code=%s: SUPABASE_KEY must be the project's "
+                "service-role key and the migration must be applied",
+                status,
+                code,
+            )
+            raise DatabaseUnavailable() from error
+        except APIError as error:
+            if error.code not in _SCHEMA_MISSING:
+                raise
+            logger.error(
+                "database.schema_missing code=%s message=%s: apply "
+                "supabase/migrations/0001_init.sql to the project",
+                error.code,
+                error.message,
+            )
+            raise DatabaseUnavailable() from error
+
+    async def _rows(self, query: _Query[Any]) -> list[dict[str, Any]]:
+        response = await self._send(query)
+        return _expect(response.data, list, "rows")
+
+    async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        response = await self._send(self._client.rpc(function, params))
+        return response.data
+
+    async def ping(self) -> None:
+        await self._rows(self._client.table("pods").select("id").limit(1))
+
+    # Pods
+
+    async def list_pods(self) -> list[Pod]:
+        rows = await self._rows(self._client.table("pods").select(_POD_FIELDS).order("name"))
+        return [_pod(row) for row in rows]
+
+    async def get_pod_by_name(self, name: str) -> Pod | None:
+        rows = await self._rows(self._client.table("pods").select(_POD_FIELDS).eq("name", name))
+        return _pod(rows[0]) if rows else None
+
+    async def get_pod_by_id(self, pod_id: int) -> Pod | None:
+        rows = await self._rows(self._client.table("pods").select(_POD_FIELDS).eq("id", pod_id))
+        return _pod(rows[0]) if rows else None
+
+    async def insert_pod(self, pod: NewPod) -> Pod:
+        body = {
+            "name": pod.name,
+            "address": pod.address,
+            "price": _price(pod.price),
+            "currency": pod.currency,
+            "seam_device_id": pod.seam_device_id,
+        }
+        try:
+            rows = await self._rows(self._client.table("pods").insert(body).select(_POD_FIELDS))
+        except APIError as error:
+            if error.code == _UNIQUE_VIOLATION:
+                raise PodNameTaken(pod.name) from None
+            if error.code == _CHECK_VIOLATION:
+                raise InvalidPod(_check_message(_violated_constraint(error))) from None
+            raise
+        return _pod(rows[0])
+
+    async def update_pod(self, name: str, changes: PodChanges) -> Pod | None:
+        body: dict[str, Any] = {}
+        if changes.address is not None:
+            body["address"] = changes.address
+        if changes.price is not None:
+            body["price"] = _price(changes.price)
+        if changes.currency is not None:
+            body["currency"] = changes.currency
+        if changes.clear_seam_device_id:
+            body["seam_device_id"] = None
+        elif changes.seam_device_id is not None:
+            body["seam_device_id"] = changes.seam_device_id
+        if not body:
+            return await self.get_pod_by_name(name)
+        query = self._client.table("pods").update(body).eq("name", name).select(_POD_FIELDS)
+        try:
+            rows = await self._rows(query)
+        except APIError as error:
+            if error.code == _CHECK_VIOLATION:
+                raise InvalidPod(_check_message(_violated_constraint(error))) from None
+            raise
+        return _pod(rows[0]) if rows else None
+
+    # Sessions
+
+    async def _get_session(self, params: dict[str, str]) -> SessionRecord | None:
+        rows = _expect(await self._rpc("qwip_get_session", params), list, "qwip_get_session")
+        return _session(rows[0]) if rows else None
+
+    async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None:
+        return await self._get_session({"p_session_id": str(session_id)})
+
+    async def get_session_by_setup_intent(self, setup_intent_id: str) -> SessionRecord | None:
+        return await self._get_session({"p_setup_intent_id": setup_intent_id})
+
+    async def start_session(self, request: StartSessionRequest) -> StartOutcome:
+        result = await self._rpc(
+            "qwip_start_session",
+            {
+                "p_event_id": request.event_id,
+                "p_event_type": request.event_type,
+                "p_session_id": str(request.session_id),
+                "p_setup_intent_id": request.setup_intent_id,
+                "p_pod_id": request.pod_id,
+                "p_user_email": request.user_email,
+                "p_customer_id": request.customer_id,
+                "p_payment_method": request.payment_method,
+                "p_access_code": request.access_code,
+                "p_started_email": (
+                    request.started_email.as_json() if request.started_email else None
+                ),
+                "p_unavailable_email": (
+                    request.unavailable_email.as_json() if request.unavailable_email else None
+                ),
+            },
+        )
+        return _start_outcome(_expect(result, dict, "qwip_start_session"))
+
+    async def close_session(self, session_id: UUID, *, max_minutes: int) -> bool:
+        found = await self._rpc(
+            "qwip_close_session", {"p_session_id": str(session_id), "p_max_minutes": max_minutes}
+        )
+        return _expect(found, bool, "qwip_close_session")
+
+    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> None:
+        # The first computation wins; a later one (another replica, a retry) keeps it.
+        await self._send(
+            self._client.table("pod_sessions")
+            .update(
+                {"cost_pence": cost_pence, "updated_at": _DATABASE_NOW},
+                returning=ReturnMethod.minimal,
+            )
+            .eq("id", str(session_id))
+            .is_("cost_pence", "null")
+            .not_.is_("end_time", "null")
+        )
+
+    async def claim_charge(self, session_id: UUID, *, lease_seconds: int) -> bool:
+        claimed = await self._rpc(
+            "qwip_claim_charge", {"p_session_id": str(session_id), "p_lease_seconds": lease_seconds}
+        )
+        return _expect(claimed, bool, "qwip_claim_charge")
+
+    async def release_charge(self, session_id: UUID) -> None:
+        await self._send(
+            self._client.table("pod_sessions")
+            .update({"charge_locked_until": None}, returning=ReturnMethod.minimal)
+            .eq("id", str(session_id))
+        )
+
+    async def record_payment(
+        self,
+        session_id: UUID,
+        *,
+        status: PaymentStatus,
+        payment_intent_id: str | None,
+        error: str | None,
+        emails: Sequence[QueuedEmail],
+        event_id: str | None = None,
+        event_type: str | None = None,
+    ) -> str:
+        outcome = await self._rpc(
+            "qwip_record_payment",
+            {
+                "p_session_id": str(session_id),
+                "p_status": status.value,
+                "p_payment_intent_id": payment_intent_id,
+                "p_error": error,
+                "p_emails": _emails_json(emails),
+                "p_event_id": event_id,
+                "p_event_type": event_type,
+            },
+        )
+        return _expect(outcome, str, "qwip_record_payment")
+
+    async def _session_ids(self, function: str, params: dict[str, Any]) -> list[UUID]:
+        return [
+            _uuid(value) for value in _expect(await self._rpc(function, params), list, function)
+        ]
+
+    async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]:
+        return await self._session_ids(
+            "qwip_list_unsettled_sessions", {"p_idle_seconds": idle_seconds}
+        )
+
+    async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
+        return await self._session_ids("qwip_list_overdue_sessions", {"p_max_minutes": max_minutes})
+
+    # Stripe events
+
+    async def is_event_processed(self, event_id: str) -> bool:
+        rows = await self._rows(self._client.table("stripe_events").select("id").eq("id", event_id))
+        return bool(rows)
+
+    async def record_event(
+        self, event_id: str, event_type: str, emails: Sequence[QueuedEmail] = ()
+    ) -> bool:
+        is_new = await self._rpc(
+            "qwip_record_event",
+            {"p_event_id": event_id, "p_event_type": event_type, "p_emails": _emails_json(emails)},
+        )
+        return _expect(is_new, bool, "qwip_record_event")
+
+    # E-mail outbox
+
+    async def queue_emails(self, emails: Sequence[QueuedEmail]) -> None:
+        if emails:
+            await self._rpc("qwip_queue_emails", {"p_emails": _emails_json(emails)})
+
+    async def claim_emails(self, *, limit: int, lease_seconds: int) -> list[OutboxEmail]:
+        rows = await self._rpc(
+            "qwip_claim_emails", {"p_limit": limit, "p_lease_seconds": lease_seconds}
+        )
+        return [_outbox_email(row) for row in _expect(rows, list, "qwip_claim_emails")]
+
+    async def mark_email_sent(self, email_id: int) -> None:
+        await self._send(
+            self._client.table("email_outbox")
+            .update(
+                {"sent_at": _DATABASE_NOW, "locked_until": None, "last_error": None},
+                returning=ReturnMethod.minimal,
+            )
+            .eq("id", email_id)
+        )
+
+    async def mark_email_failed(self, email_id: int, *, retry_in_seconds: int, error: str) -> None:
+        await self._rpc(
+            "qwip_postpone_email",
+            {"p_email_id": email_id, "p_retry_in_seconds": retry_in_seconds, "p_error": error},
         )
 
 

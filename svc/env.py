@@ -125,6 +125,19 @@ class Settings(BaseSettings):
             raise ValueError("END_SESSION_URL must contain {session_id}")
         return value
 
+    @field_validator("SUPABASE_URL")
+    @classmethod
+    def _supabase_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "SUPABASE_URL must be the project's https:// address (Project Settings > API), "
+                f"e.g. https://abcd.supabase.co, got {value!r}"
+            )
+        return value.rstrip("/")
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -182,8 +195,15 @@ class Settings(BaseSettings):
         return self.STRIPE_SECRET is None
 
     @property
+    def uses_supabase_api(self) -> bool:
+        """No connection string but a Supabase project's URL and key: PostgREST over HTTP."""
+        return (
+            self.DATABASE_URL is None and _is_set(self.SUPABASE_URL) and _is_set(self.SUPABASE_KEY)
+        )
+
+    @property
     def uses_embedded_database(self) -> bool:
-        return self.DATABASE_URL is None and not (self.SUPABASE_URL and self.SUPABASE_KEY)
+        return self.DATABASE_URL is None and not self.uses_supabase_api
 
     @property
     def uses_smtp(self) -> bool:

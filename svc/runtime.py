@@ -8,9 +8,15 @@ from decimal import Decimal
 
 from svc import local_mode, payments_manager
 from svc.bookings import Outbox, Services
-from svc.database_accessor import Database, PodNameTaken, PostgresDatabase, apply_migrations
+from svc.database_accessor import (
+    Database,
+    PodNameTaken,
+    PostgresDatabase,
+    SupabaseDatabase,
+    apply_migrations,
+)
 from svc.email_manager import Mailer
-from svc.env import Settings
+from svc.env import ConfigurationError, Settings
 from svc.models import NewPod
 
 logger = logging.getLogger(__name__)
@@ -31,14 +37,25 @@ async def database_url(settings: Settings, stack: AsyncExitStack) -> tuple[str, 
         # Explicitly, not at exit: uvicorn ends by re-raising SIGTERM, which skips atexit.
         stack.push_async_callback(asyncio.to_thread, release)
         return dsn, f"embedded Postgres, data in {data_dir / 'pgdata'}"
-    raise local_mode.LocalServiceError(
-        "SUPABASE_URL and SUPABASE_KEY are not supported yet: set DATABASE_URL to the "
-        "project's connection string"
+    raise ConfigurationError(
+        "SUPABASE_URL and SUPABASE_KEY reach the project over its HTTP API, which cannot run "
+        "SQL: apply supabase/migrations/0001_init.sql in the project's SQL editor or with "
+        "`supabase db push`, or set DATABASE_URL to the project's connection string"
     )
 
 
 async def open_database(settings: Settings, stack: AsyncExitStack) -> tuple[Database, str]:
     """The database the settings name, with the schema applied in local mode."""
+    if settings.uses_supabase_api:
+        assert settings.SUPABASE_URL is not None and settings.SUPABASE_KEY is not None
+        supabase = await SupabaseDatabase.connect(
+            settings.SUPABASE_URL,
+            settings.SUPABASE_KEY.get_secret_value(),
+            pool_size=settings.DATABASE_POOL_SIZE,
+        )
+        stack.push_async_callback(supabase.close)
+        # No migration here, even in local mode: the operator applies the schema (README).
+        return supabase, f"Supabase at {settings.SUPABASE_URL} (PostgREST, service-role key)"
     dsn, description = await database_url(settings, stack)
     if settings.is_local:
         await apply_migrations(dsn)

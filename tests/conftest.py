@@ -11,14 +11,17 @@ import secrets
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 
-from svc.database_accessor import PostgresDatabase, apply_migrations
+from svc.database_accessor import PostgresDatabase, SupabaseDatabase, apply_migrations
 from tests.support.mail import Mailbox
+from tests.support.postgrest import PostgrestOnPostgres
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TABLES = ("email_outbox", "stripe_events", "pod_sessions", "pods")
@@ -101,6 +104,32 @@ async def db(clean_database: str) -> AsyncIterator[PostgresDatabase]:
     database = await PostgresDatabase.connect(clean_database, pool_size=5)
     yield database
     await database.close()
+
+
+SUPABASE_TEST_PROJECT = "https://qwip-test.supabase.co"
+SERVICE_ROLE_KEY = "sb_secret_qwip_tests"
+
+
+@asynccontextmanager
+async def supabase_over(dsn: str) -> AsyncIterator[tuple[SupabaseDatabase, PostgrestOnPostgres]]:
+    """The Supabase backend, its HTTP requests answered by a PostgREST stand-in over `dsn`."""
+    stand_in = PostgrestOnPostgres(dsn, SERVICE_ROLE_KEY)
+    database = await SupabaseDatabase.connect(
+        SUPABASE_TEST_PROJECT, SERVICE_ROLE_KEY, transport=httpx.MockTransport(stand_in)
+    )
+    try:
+        yield database, stand_in
+    finally:
+        await database.close()
+        await stand_in.close()
+
+
+@pytest.fixture
+async def postgrest(clean_database: str) -> AsyncIterator[PostgrestOnPostgres]:
+    """A PostgREST stand-in over the test database, taking SERVICE_ROLE_KEY."""
+    stand_in = PostgrestOnPostgres(clean_database, SERVICE_ROLE_KEY)
+    yield stand_in
+    await stand_in.close()
 
 
 @pytest.fixture

@@ -305,6 +305,106 @@ as $$
 $$;
 
 
+-- A session with what the API and the e-mails need of its pod, and the database's clock,
+-- found by its id or by its SetupIntent. The price is text because a JSON client would
+-- read a numeric as a binary float, and money is never a float.
+create or replace function qwip_get_session(
+    p_session_id uuid default null,
+    p_setup_intent_id text default null
+)
+returns table (
+    id uuid,
+    pod_id bigint,
+    pod_name text,
+    pod_address text,
+    seam_device_id text,
+    user_email text,
+    start_time timestamptz,
+    end_time timestamptz,
+    price_per_minute text,
+    currency text,
+    stripe_customer_id text,
+    stripe_payment_method text,
+    setup_intent_id text,
+    access_code text,
+    access_code_id text,
+    access_code_status text,
+    cost_pence integer,
+    payment_intent_id text,
+    payment_status text,
+    payment_error text,
+    now timestamptz
+)
+language sql
+stable
+set search_path = public
+as $$
+    select s.id, s.pod_id, p.name, p.address, p.seam_device_id, s.user_email, s.start_time,
+           s.end_time, s.price_per_minute::text, s.currency, s.stripe_customer_id,
+           s.stripe_payment_method, s.setup_intent_id, s.access_code, s.access_code_id,
+           s.access_code_status, s.cost_pence, s.payment_intent_id, s.payment_status,
+           s.payment_error, now()
+    from pod_sessions s join pods p on p.id = s.pod_id
+    where s.id = p_session_id or s.setup_intent_id = p_setup_intent_id;
+$$;
+
+
+-- Ended sessions still waiting for a charge outcome that nobody is charging now and that
+-- have been quiet for p_idle_seconds: left by a Stripe outage or a crashed replica.
+-- An array rather than a set of rows: a JSON array of ids over PostgREST too.
+create or replace function qwip_list_unsettled_sessions(p_idle_seconds integer)
+returns uuid[]
+language sql
+stable
+set search_path = public
+as $$
+    select coalesce(array_agg(s.id order by s.end_time), '{}')
+    from (
+        select id, end_time from pod_sessions
+        where payment_status = 'pending' and end_time is not null
+          and updated_at < now() - make_interval(secs => p_idle_seconds)
+          and (charge_locked_until is null or charge_locked_until < now())
+        order by end_time
+        limit 100
+    ) s;
+$$;
+
+
+-- Sessions open for longer than the longest session allowed.
+create or replace function qwip_list_overdue_sessions(p_max_minutes integer)
+returns uuid[]
+language sql
+stable
+set search_path = public
+as $$
+    select coalesce(array_agg(s.id order by s.start_time), '{}')
+    from (
+        select id, start_time from pod_sessions
+        where end_time is null and start_time < now() - make_interval(mins => p_max_minutes)
+        order by start_time
+        limit 100
+    ) s;
+$$;
+
+
+-- An e-mail the SMTP server did not take: free its lease and offer it again after the delay.
+create or replace function qwip_postpone_email(
+    p_email_id bigint,
+    p_retry_in_seconds integer,
+    p_error text
+)
+returns void
+language sql
+set search_path = public
+as $$
+    update email_outbox
+    set locked_until = null,
+        last_error = left(p_error, 500),
+        next_attempt_at = now() + make_interval(secs => p_retry_in_seconds)
+    where id = p_email_id;
+$$;
+
+
 -- Only the service may call these: not anon, not signed-in end users.
 do $$
 declare
@@ -317,7 +417,11 @@ begin
         'qwip_close_session(uuid, integer)',
         'qwip_claim_charge(uuid, integer)',
         'qwip_record_payment(uuid, text, text, text, jsonb, text, text)',
-        'qwip_claim_emails(integer, integer)'
+        'qwip_claim_emails(integer, integer)',
+        'qwip_get_session(uuid, text)',
+        'qwip_list_unsettled_sessions(integer)',
+        'qwip_list_overdue_sessions(integer)',
+        'qwip_postpone_email(bigint, integer, text)'
     ] loop
         execute format('revoke all on function %s from public', v_fn);
         if exists (select 1 from pg_roles where rolname = 'anon') then

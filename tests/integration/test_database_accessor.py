@@ -1,7 +1,12 @@
-"""The data layer against a real Postgres with the shipped migration applied."""
+"""The data layer against a real Postgres with the shipped migration applied.
+
+Every test taking `db` runs twice: on the asyncpg backend, and on the Supabase backend
+whose PostgREST requests the stand-in answers from the same database (tests/support).
+"""
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
@@ -9,9 +14,16 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from svc.database_accessor import InvalidPod, PodNameTaken, PostgresDatabase, apply_migrations
+from svc.database_accessor import (
+    Database,
+    InvalidPod,
+    PodNameTaken,
+    PostgresDatabase,
+    apply_migrations,
+)
 from svc.models import NewPod, PodChanges, QueuedEmail, StartSessionRequest
 from svc.types import PaymentStatus
+from tests.conftest import supabase_over, with_database
 
 POD = NewPod(name="pod1", address="1 Demo Street", price=Decimal("0.25"), currency="gbp")
 
@@ -45,12 +57,26 @@ def start_request(
     )
 
 
+@pytest.fixture(params=["postgres", "supabase"])
+async def db(request: pytest.FixtureRequest, clean_database: str) -> AsyncIterator[Database]:
+    """Each backend in turn, over the same clean test database."""
+    if request.param == "postgres":
+        database = await PostgresDatabase.connect(clean_database, pool_size=5)
+        yield database
+        await database.close()
+    else:
+        async with supabase_over(clean_database) as (database, postgrest):
+            yield database
+        # Everything the test did went through the Supabase client's HTTP requests.
+        assert postgrest.requests
+
+
 async def test_migration_applies_twice_without_change(database_url: str) -> None:
     assert await apply_migrations(database_url) == ["0001_init.sql"]
     assert await apply_migrations(database_url) == ["0001_init.sql"]
 
 
-async def test_insert_and_read_pods(db: PostgresDatabase) -> None:
+async def test_insert_and_read_pods(db: Database) -> None:
     created = await db.insert_pod(POD)
     await db.insert_pod(
         NewPod(name="alpha", address="2 Road", price=Decimal("0.1"), currency="eur")
@@ -65,9 +91,16 @@ async def test_insert_and_read_pods(db: PostgresDatabase) -> None:
     assert await db.get_pod_by_id(999) is None
 
 
-async def test_price_is_stored_exactly(db: PostgresDatabase, sql: asyncpg.Connection) -> None:
-    await db.insert_pod(NewPod(name="p", address="", price=Decimal("0.1234"), currency="gbp"))
+async def test_price_is_stored_exactly(db: Database, sql: asyncpg.Connection) -> None:
+    created = await db.insert_pod(
+        NewPod(name="p", address="", price=Decimal("0.1234"), currency="gbp")
+    )
     assert await sql.fetchval("select price::text from pods where name = 'p'") == "0.1234"
+    # to the last digit, as the database holds it: never through a float
+    assert str(created.price) == "0.1234"
+    assert [str(pod.price) for pod in await db.list_pods()] == ["0.1234"]
+    updated = await db.update_pod("p", PodChanges(price=Decimal("0.1")))
+    assert updated is not None and str(updated.price) == "0.1000"
     column_type = await sql.fetchval(
         "select data_type from information_schema.columns "
         "where table_name = 'pods' and column_name = 'price'"
@@ -75,7 +108,7 @@ async def test_price_is_stored_exactly(db: PostgresDatabase, sql: asyncpg.Connec
     assert column_type == "numeric"
 
 
-async def test_duplicate_pod_name_is_refused(db: PostgresDatabase) -> None:
+async def test_duplicate_pod_name_is_refused(db: Database) -> None:
     await db.insert_pod(POD)
     with pytest.raises(PodNameTaken, match="A pod named 'pod1' already exists."):
         await db.insert_pod(POD)
@@ -92,13 +125,13 @@ async def test_duplicate_pod_name_is_refused(db: PostgresDatabase) -> None:
         (NewPod(name="p", address="", price=Decimal(1), currency="GBP!"), "three-letter code"),
     ],
 )
-async def test_database_rejects_bad_pods(db: PostgresDatabase, pod: NewPod, message: str) -> None:
+async def test_database_rejects_bad_pods(db: Database, pod: NewPod, message: str) -> None:
     with pytest.raises(InvalidPod, match=message):
         await db.insert_pod(pod)
     assert await db.list_pods() == []
 
 
-async def test_update_pod_changes_only_what_is_given(db: PostgresDatabase) -> None:
+async def test_update_pod_changes_only_what_is_given(db: Database) -> None:
     await db.insert_pod(POD)
     updated = await db.update_pod("pod1", PodChanges(price=Decimal("0.30"), seam_device_id="lock1"))
     assert updated is not None
@@ -113,7 +146,7 @@ async def test_update_pod_changes_only_what_is_given(db: PostgresDatabase) -> No
 
 
 async def test_start_session_claims_the_pod_and_queues_the_code(
-    db: PostgresDatabase, sql: asyncpg.Connection
+    db: Database, sql: asyncpg.Connection
 ) -> None:
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
@@ -122,11 +155,12 @@ async def test_start_session_claims_the_pod_and_queues_the_code(
 
     session = await db.get_session_by_id(request.session_id)
     assert session is not None
-    assert (session.pod_name, session.access_code, session.price_per_minute) == (
+    assert (session.pod_name, session.access_code, str(session.price_per_minute)) == (
         "pod1",
         "123456",
-        Decimal("0.2500"),
+        "0.2500",
     )
+    assert session.start_time.tzinfo is not None and session.now >= session.start_time
     assert session.end_time is None and session.payment_status is None
     assert (await db.get_pod_by_id(pod.id)).in_use is True  # type: ignore[union-attr]
     by_setup_intent = await db.get_session_by_setup_intent("seti_1")
@@ -139,7 +173,7 @@ async def test_start_session_claims_the_pod_and_queues_the_code(
     assert datetime.fromisoformat(payload["start_time"]) == session.start_time
 
 
-async def test_same_setup_intent_returns_the_existing_session(db: PostgresDatabase) -> None:
+async def test_same_setup_intent_returns_the_existing_session(db: Database) -> None:
     pod = await db.insert_pod(POD)
     first = await db.start_session(start_request(pod.id))
     again = await db.start_session(start_request(pod.id))
@@ -147,7 +181,7 @@ async def test_same_setup_intent_returns_the_existing_session(db: PostgresDataba
     assert again.session_id == first.session_id
 
 
-async def test_event_seen_before_is_a_duplicate(db: PostgresDatabase) -> None:
+async def test_event_seen_before_is_a_duplicate(db: Database) -> None:
     pod = await db.insert_pod(POD)
     assert (await db.start_session(start_request(pod.id, event="evt_1"))).outcome == "started"
     assert (await db.start_session(start_request(pod.id, event="evt_1"))).outcome == "duplicate"
@@ -156,7 +190,7 @@ async def test_event_seen_before_is_a_duplicate(db: PostgresDatabase) -> None:
 
 
 async def test_pod_in_use_queues_one_unavailable_email(
-    db: PostgresDatabase, sql: asyncpg.Connection
+    db: Database, sql: asyncpg.Connection
 ) -> None:
     pod = await db.insert_pod(POD)
     await db.start_session(start_request(pod.id, setup_intent="seti_a"))
@@ -168,7 +202,7 @@ async def test_pod_in_use_queues_one_unavailable_email(
     assert [row["kind"] for row in kinds] == ["access_code", "pod_unavailable"]
 
 
-async def test_a_recent_code_on_the_same_pod_is_refused(db: PostgresDatabase) -> None:
+async def test_a_recent_code_on_the_same_pod_is_refused(db: Database) -> None:
     pod = await db.insert_pod(POD)
     first = start_request(pod.id, setup_intent="seti_a", code="111111")
     await db.start_session(first)
@@ -180,7 +214,7 @@ async def test_a_recent_code_on_the_same_pod_is_refused(db: PostgresDatabase) ->
 
 
 async def test_concurrent_starts_on_one_pod_open_exactly_one_session(
-    db: PostgresDatabase, sql: asyncpg.Connection
+    db: Database, sql: asyncpg.Connection
 ) -> None:
     pod = await db.insert_pod(POD)
     requests = [start_request(pod.id, setup_intent=f"seti_{i}", code=f"{i:06d}") for i in range(30)]
@@ -190,7 +224,7 @@ async def test_concurrent_starts_on_one_pod_open_exactly_one_session(
     assert await sql.fetchval("select count(*) from pod_sessions where end_time is null") == 1
 
 
-async def test_concurrent_starts_of_one_setup_intent_agree(db: PostgresDatabase) -> None:
+async def test_concurrent_starts_of_one_setup_intent_agree(db: Database) -> None:
     pod = await db.insert_pod(POD)
     requests = [start_request(pod.id, setup_intent="seti_same") for _ in range(10)]
     outcomes = await asyncio.gather(*(db.start_session(r) for r in requests))
@@ -199,7 +233,7 @@ async def test_concurrent_starts_of_one_setup_intent_agree(db: PostgresDatabase)
 
 
 async def test_database_refuses_a_second_open_session_on_a_pod(
-    db: PostgresDatabase, sql: asyncpg.Connection
+    db: Database, sql: asyncpg.Connection
 ) -> None:
     pod = await db.insert_pod(POD)
     await db.start_session(start_request(pod.id))
@@ -221,7 +255,7 @@ async def test_database_refuses_a_second_open_session_on_a_pod(
         )
 
 
-async def test_close_fixes_the_end_once_and_frees_the_pod(db: PostgresDatabase) -> None:
+async def test_close_fixes_the_end_once_and_frees_the_pod(db: Database) -> None:
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
     await db.start_session(request)
@@ -238,7 +272,7 @@ async def test_close_fixes_the_end_once_and_frees_the_pod(db: PostgresDatabase) 
 
 
 async def test_close_caps_the_end_at_the_longest_session(
-    db: PostgresDatabase, sql: asyncpg.Connection
+    db: Database, sql: asyncpg.Connection
 ) -> None:
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
@@ -255,7 +289,7 @@ async def test_close_caps_the_end_at_the_longest_session(
     assert await db.list_overdue_sessions(max_minutes=180) == []
 
 
-async def ended_session(db: PostgresDatabase, cost: int = 263) -> UUID:
+async def ended_session(db: Database, cost: int = 263) -> UUID:
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
     await db.start_session(request)
@@ -264,14 +298,14 @@ async def ended_session(db: PostgresDatabase, cost: int = 263) -> UUID:
     return request.session_id
 
 
-async def test_first_cost_recorded_is_kept(db: PostgresDatabase) -> None:
+async def test_first_cost_recorded_is_kept(db: Database) -> None:
     session_id = await ended_session(db, cost=263)
     await db.set_session_cost(session_id, 999)
     session = await db.get_session_by_id(session_id)
     assert session is not None and session.cost_pence == 263
 
 
-async def test_one_charge_lease_at_a_time(db: PostgresDatabase) -> None:
+async def test_one_charge_lease_at_a_time(db: Database) -> None:
     session_id = await ended_session(db)
     claims = await asyncio.gather(
         *(db.claim_charge(session_id, lease_seconds=60) for _ in range(20))
@@ -282,7 +316,7 @@ async def test_one_charge_lease_at_a_time(db: PostgresDatabase) -> None:
 
 
 async def test_record_payment_moves_pending_once_and_queues_emails(
-    db: PostgresDatabase, sql: asyncpg.Connection
+    db: Database, sql: asyncpg.Connection
 ) -> None:
     session_id = await ended_session(db)
     receipt = QueuedEmail(
@@ -310,7 +344,7 @@ async def test_record_payment_moves_pending_once_and_queues_emails(
     assert await sql.fetchval("select count(*) from email_outbox where kind = 'receipt'") == 1
 
 
-async def test_a_failed_payment_can_later_succeed_but_not_the_reverse(db: PostgresDatabase) -> None:
+async def test_a_failed_payment_can_later_succeed_but_not_the_reverse(db: Database) -> None:
     session_id = await ended_session(db)
     for status, expected in [
         (PaymentStatus.FAILED, "recorded"),
@@ -323,7 +357,7 @@ async def test_a_failed_payment_can_later_succeed_but_not_the_reverse(db: Postgr
         assert outcome == expected
 
 
-async def test_record_payment_with_an_event_id_runs_once(db: PostgresDatabase) -> None:
+async def test_record_payment_with_an_event_id_runs_once(db: Database) -> None:
     session_id = await ended_session(db)
     kwargs = {"payment_intent_id": "pi_1", "error": None, "emails": []}
     first = await db.record_payment(
@@ -335,7 +369,7 @@ async def test_record_payment_with_an_event_id_runs_once(db: PostgresDatabase) -
     assert (first, second) == ("recorded", "duplicate")
 
 
-async def test_outbox_hands_each_email_to_one_sender(db: PostgresDatabase) -> None:
+async def test_outbox_hands_each_email_to_one_sender(db: Database) -> None:
     await db.queue_emails(
         [QueuedEmail(dedupe_key=f"k{i}", kind="x", recipient="a@b.c", payload={}) for i in range(5)]
     )
@@ -346,7 +380,7 @@ async def test_outbox_hands_each_email_to_one_sender(db: PostgresDatabase) -> No
     assert await db.claim_emails(limit=5, lease_seconds=60) == []
 
 
-async def test_failed_email_comes_back_after_its_delay(db: PostgresDatabase) -> None:
+async def test_failed_email_comes_back_after_its_delay(db: Database) -> None:
     await db.queue_emails([QueuedEmail(dedupe_key="k", kind="x", recipient="a@b.c", payload={})])
     [email] = await db.claim_emails(limit=5, lease_seconds=60)
     await db.mark_email_failed(email.id, retry_in_seconds=0, error="smtp down")
@@ -356,13 +390,13 @@ async def test_failed_email_comes_back_after_its_delay(db: PostgresDatabase) -> 
     assert await db.claim_emails(limit=5, lease_seconds=60) == []
 
 
-async def test_event_recorded_once(db: PostgresDatabase) -> None:
+async def test_event_recorded_once(db: Database) -> None:
     results = await asyncio.gather(*(db.record_event("evt_x", "a.b") for _ in range(10)))
     assert results.count(True) == 1
 
 
 async def test_unsettled_sessions_are_listed_once_idle(
-    db: PostgresDatabase, sql: asyncpg.Connection
+    db: Database, sql: asyncpg.Connection
 ) -> None:
     session_id = await ended_session(db)
     assert await db.list_unsettled_sessions(idle_seconds=30) == []
@@ -373,7 +407,7 @@ async def test_unsettled_sessions_are_listed_once_idle(
     assert await db.list_unsettled_sessions(idle_seconds=30) == [session_id]
 
 
-async def test_anon_role_reads_nothing(database_url: str, db: PostgresDatabase) -> None:
+async def test_anon_role_reads_nothing(database_url: str, db: Database) -> None:
     await db.insert_pod(POD)
     connection = await asyncpg.connect(database_url)
     try:
@@ -390,5 +424,119 @@ async def test_anon_role_reads_nothing(database_url: str, db: PostgresDatabase) 
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await connection.fetchval("select qwip_claim_emails(1, 1)")
         assert await connection.fetchval("select count(*) from pods") == 1
+    finally:
+        await connection.close()
+
+
+SUPABASE_ROLES = """
+do $$
+begin
+    create role anon nologin;
+exception when duplicate_object then null;
+end $$;
+do $$
+begin
+    create role authenticated nologin;
+exception when duplicate_object then null;
+end $$;
+do $$
+begin
+    create role service_role nologin bypassrls;
+exception when duplicate_object then null;
+end $$;
+"""
+
+# What a Supabase project grants on everything created in public, before our migration runs.
+SUPABASE_DEFAULT_GRANTS = """
+grant usage on schema public to anon, authenticated, service_role;
+alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
+alter default privileges in schema public
+    grant all on functions to anon, authenticated, service_role;
+"""
+
+
+@pytest.fixture
+async def supabase_like_database(postgres_server_url: str) -> AsyncIterator[str]:
+    """A fresh database with Supabase's roles and default grants, then the migration."""
+    name = f"qwip_supabase_{uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(SUPABASE_ROLES)
+        await admin.execute(f'create database "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(postgres_server_url, name)
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(SUPABASE_DEFAULT_GRANTS)
+    finally:
+        await connection.close()
+    await apply_migrations(url)
+    yield url
+    admin = await asyncpg.connect(postgres_server_url)
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()
+
+
+async def test_only_the_service_role_may_call_the_functions(supabase_like_database: str) -> None:
+    connection = await asyncpg.connect(supabase_like_database)
+    try:
+        rows = await connection.fetch("""select p.oid::regprocedure::text as function,
+                      has_function_privilege('anon', p.oid, 'execute') as anon,
+                      has_function_privilege('authenticated', p.oid, 'execute') as authenticated,
+                      has_function_privilege('service_role', p.oid, 'execute') as service_role
+               from pg_proc p
+               where p.pronamespace = 'public'::regnamespace and p.proname like 'qwip\\_%'
+               order by 1""")
+    finally:
+        await connection.close()
+    assert [row["function"] for row in rows] == [
+        "qwip_claim_charge(uuid,integer)",
+        "qwip_claim_emails(integer,integer)",
+        "qwip_close_session(uuid,integer)",
+        "qwip_get_session(uuid,text)",
+        "qwip_list_overdue_sessions(integer)",
+        "qwip_list_unsettled_sessions(integer)",
+        "qwip_postpone_email(bigint,integer,text)",
+        "qwip_queue_emails(jsonb)",
+        "qwip_record_event(text,text,jsonb)",
+        "qwip_record_payment(uuid,text,text,text,jsonb,text,text)",
+        "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,jsonb,jsonb)",
+    ]
+    assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [
+        (False, False, True)
+    ] * len(rows)
+
+
+async def test_anon_sees_no_rows_and_writes_none_where_the_service_role_sees_all(
+    supabase_like_database: str,
+) -> None:
+    async with supabase_over(supabase_like_database) as (service, _):
+        pod = await service.insert_pod(POD)
+        await service.start_session(start_request(pod.id))
+    connection = await asyncpg.connect(supabase_like_database)
+    try:
+        async with connection.transaction():
+            # What PostgREST does for a request made with the anon key.
+            await connection.execute("set local role anon")
+            for table in ("pods", "pod_sessions", "stripe_events", "email_outbox"):
+                assert await connection.fetchval(f"select count(*) from {table}") == 0
+            with pytest.raises(
+                asyncpg.InsufficientPrivilegeError, match="violates row-level security policy"
+            ):
+                await connection.execute("insert into pods (name, price) values ('mine', 0)")
+        async with connection.transaction():
+            await connection.execute("set local role anon")
+            with pytest.raises(
+                asyncpg.InsufficientPrivilegeError, match="permission denied for function"
+            ):
+                await connection.fetch("select * from qwip_get_session(gen_random_uuid())")
+        async with connection.transaction():
+            await connection.execute("set local role service_role")
+            assert await connection.fetchval("select count(*) from pods") == 1
+            assert await connection.fetchval("select count(*) from pod_sessions") == 1
+            assert await connection.fetchval("select count(*) from email_outbox") == 1
     finally:
         await connection.close()

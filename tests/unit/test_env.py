@@ -90,9 +90,52 @@ def test_production_accepts_supabase_instead_of_a_connection_string(
     for name, value in PRODUCTION_REQUIRED.items():
         if name != "DATABASE_URL":
             monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co")
+    monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co/")
     monkeypatch.setenv("SUPABASE_KEY", "service-role-key")
-    assert load_settings().SUPABASE_URL == "https://abc.supabase.co"
+    settings = load_settings()
+    assert settings.SUPABASE_URL == "https://abc.supabase.co"
+    assert settings.uses_supabase_api
+    assert not settings.uses_embedded_database
+
+
+@pytest.mark.parametrize(
+    ("variables", "supabase", "embedded"),
+    [
+        ({}, False, True),
+        ({"SUPABASE_URL": "https://abc.supabase.co"}, False, True),
+        ({"SUPABASE_KEY": "service-role-key"}, False, True),
+        ({"SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_KEY": "k"}, True, False),
+        (
+            {
+                "SUPABASE_URL": "https://abc.supabase.co",
+                "SUPABASE_KEY": "k",
+                "DATABASE_URL": "postgresql://svc@db.example.com/postgres",
+            },
+            False,
+            False,
+        ),
+    ],
+)
+def test_which_database_the_settings_name(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], supabase: bool, embedded: bool
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.uses_supabase_api, settings.uses_embedded_database) == (supabase, embedded)
+
+
+@pytest.mark.parametrize("url", ["abc.supabase.co", "ftp://abc.supabase.co", "https://"])
+def test_supabase_url_must_be_the_projects_address(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("SUPABASE_URL", url)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        "SUPABASE_URL: SUPABASE_URL must be the project's https:// address "
+        f"(Project Settings > API), e.g. https://abcd.supabase.co, got {url!r}"
+    )
 
 
 def test_dotenv_file_is_read(clean_environment: Path) -> None:

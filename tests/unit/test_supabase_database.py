@@ -1,0 +1,901 @@
+"""The Supabase backend's contract with PostgREST: the exact request of every operation,
+and how the backend reads each kind of answer, from PostgREST-shaped replies."""
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from postgrest import APIError
+
+from svc.database_accessor import (
+    DatabaseUnavailable,
+    InvalidPod,
+    PodNameTaken,
+    SupabaseDatabase,
+)
+from svc.env import ConfigurationError
+from svc.models import (
+    NewPod,
+    OutboxEmail,
+    Pod,
+    PodChanges,
+    QueuedEmail,
+    SessionRecord,
+    StartOutcome,
+    StartSessionRequest,
+)
+from svc.types import PaymentStatus
+
+PROJECT = "https://abcd.supabase.co"
+KEY = "sb_secret_contract_key"
+SESSION = UUID("0b0d8e38-6a52-4a57-9d9a-1f4f0e6c2b11")
+POD_ROW = {
+    "id": 7,
+    "name": "pod1",
+    "address": "1 Demo Street",
+    "price": "0.2500",
+    "currency": "gbp",
+    "in_use": False,
+    "seam_device_id": None,
+}
+POD = Pod(
+    id=7,
+    name="pod1",
+    address="1 Demo Street",
+    price=Decimal("0.2500"),
+    currency="gbp",
+    in_use=False,
+    seam_device_id=None,
+)
+POD_SELECT = ("select", "id,name,address,price::text,currency,in_use,seam_device_id")
+SESSION_ROW = {
+    "id": str(SESSION),
+    "pod_id": 7,
+    "pod_name": "pod1",
+    "pod_address": "1 Demo Street",
+    "seam_device_id": None,
+    "user_email": "ada@example.com",
+    "start_time": "2026-11-26T10:00:00.12345+00:00",
+    "end_time": "2026-11-26T10:10:30+00:00",
+    "price_per_minute": "0.2500",
+    "currency": "gbp",
+    "stripe_customer_id": "cus_1",
+    "stripe_payment_method": "pm_1",
+    "setup_intent_id": "seti_1",
+    "access_code": "123456",
+    "access_code_id": None,
+    "access_code_status": None,
+    "cost_pence": 263,
+    "payment_intent_id": None,
+    "payment_status": "pending",
+    "payment_error": None,
+    "now": "2026-11-26T10:11:00.5+00:00",
+}
+EMAIL = QueuedEmail(
+    dedupe_key=f"receipt:{SESSION}", kind="receipt", recipient="ada@example.com", payload={"a": 1}
+)
+EMAIL_JSON = {
+    "dedupe_key": f"receipt:{SESSION}",
+    "kind": "receipt",
+    "recipient": "ada@example.com",
+    "payload": {"a": 1},
+}
+
+Reply = httpx.Response | Exception
+
+
+class FakePostgrest:
+    """Records each request and answers it with the next scripted reply."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self.replies = replies
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+Connect = Callable[..., Awaitable[tuple[SupabaseDatabase, FakePostgrest]]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    opened: list[SupabaseDatabase] = []
+
+    async def open_with(*replies: Reply, key: str = KEY) -> tuple[SupabaseDatabase, FakePostgrest]:
+        fake = FakePostgrest(list(replies))
+        database = await SupabaseDatabase.connect(PROJECT, key, transport=httpx.MockTransport(fake))
+        opened.append(database)
+        return database, fake
+
+    yield open_with
+    for database in opened:
+        await database.close()
+
+
+def rows(status: int, body: Any) -> httpx.Response:
+    return httpx.Response(status, json=body)
+
+
+def no_content() -> httpx.Response:
+    return httpx.Response(204)
+
+
+def postgrest_error(
+    status: int, code: str, message: str, details: str | None = None
+) -> httpx.Response:
+    return httpx.Response(
+        status, json={"code": code, "details": details, "hint": None, "message": message}
+    )
+
+
+def assert_request(
+    request: httpx.Request,
+    method: str,
+    path: str,
+    params: list[tuple[str, str]] | None = None,
+    *,
+    body: Any = None,
+    prefer: str | None = None,
+) -> None:
+    assert request.method == method
+    assert str(request.url.copy_with(query=None)) == f"{PROJECT}{path}"
+    assert request.url.params.multi_items() == (params or [])
+    assert request.headers["apikey"] == KEY
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["accept-profile"] == "public"
+    assert request.headers.get("prefer") == prefer
+    if body is None:
+        assert request.content == b""
+    else:
+        assert request.headers["content-type"] == "application/json"
+        assert json.loads(request.content) == body
+
+
+# Connecting
+
+
+async def test_connecting_sends_nothing(connect: Connect) -> None:
+    _, fake = await connect()
+    assert fake.requests == []
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sb_publishable_abc123",
+        jwt({"iss": "supabase", "ref": "abcd", "role": "anon"}),
+        jwt({"iss": "supabase", "ref": "abcd", "role": "authenticated"}),
+    ],
+)
+async def test_the_anon_key_is_refused_at_start(key: str) -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^SUPABASE_KEY is the project's anon \(publishable\) key; the service needs the "
+        r"service-role \(secret\) key, or a DATABASE_URL connection string$",
+    ):
+        await SupabaseDatabase.connect(PROJECT, key)
+
+
+async def test_a_service_role_jwt_is_accepted(connect: Connect) -> None:
+    key = jwt({"iss": "supabase", "ref": "abcd", "role": "service_role"})
+    database, fake = await connect(rows(200, []), key=key)
+    await database.ping()
+    assert fake.requests[0].headers["apikey"] == key
+
+
+async def test_an_address_without_a_scheme_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"^SUPABASE_URL 'abcd.supabase.co': Invalid URL$"):
+        await SupabaseDatabase.connect("abcd.supabase.co", KEY)
+
+
+# Pods
+
+
+async def test_ping_reads_one_pod_id(connect: Connect) -> None:
+    database, fake = await connect(rows(200, []))
+    assert await database.ping() is None
+    [request] = fake.requests
+    assert_request(request, "GET", "/rest/v1/pods", [("select", "id"), ("limit", "1")])
+
+
+async def test_list_pods(connect: Connect) -> None:
+    other = {**POD_ROW, "id": 3, "name": "alpha", "price": "0.1000", "in_use": True}
+    database, fake = await connect(rows(200, [other, POD_ROW]))
+    pods = await database.list_pods()
+    assert_request(fake.requests[0], "GET", "/rest/v1/pods", [POD_SELECT, ("order", "name.asc")])
+    assert pods == [
+        Pod(
+            id=3,
+            name="alpha",
+            address="1 Demo Street",
+            price=Decimal("0.1000"),
+            currency="gbp",
+            in_use=True,
+            seam_device_id=None,
+        ),
+        POD,
+    ]
+    assert [str(pod.price) for pod in pods] == ["0.1000", "0.2500"]
+
+
+async def test_list_pods_when_there_are_none(connect: Connect) -> None:
+    database, _ = await connect(rows(200, []))
+    assert await database.list_pods() == []
+
+
+async def test_get_pod_by_name(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [POD_ROW]), rows(200, []))
+    assert await database.get_pod_by_name("pod1") == POD
+    assert await database.get_pod_by_name("nope") is None
+    assert_request(fake.requests[0], "GET", "/rest/v1/pods", [POD_SELECT, ("name", "eq.pod1")])
+    assert_request(fake.requests[1], "GET", "/rest/v1/pods", [POD_SELECT, ("name", "eq.nope")])
+
+
+async def test_get_pod_by_id(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [POD_ROW]), rows(200, []))
+    assert await database.get_pod_by_id(7) == POD
+    assert await database.get_pod_by_id(999) is None
+    assert_request(fake.requests[0], "GET", "/rest/v1/pods", [POD_SELECT, ("id", "eq.7")])
+    assert_request(fake.requests[1], "GET", "/rest/v1/pods", [POD_SELECT, ("id", "eq.999")])
+
+
+async def test_a_price_sent_as_a_json_number_is_refused(connect: Connect) -> None:
+    database, _ = await connect(rows(200, [{**POD_ROW, "price": 0.25}]))
+    with pytest.raises(TypeError, match="^expected an exact decimal, got float$"):
+        await database.list_pods()
+
+
+NEW_POD = NewPod(
+    name="pod1", address="1 Demo Street", price=Decimal("0.25"), currency="gbp", seam_device_id="l1"
+)
+
+
+async def test_insert_pod(connect: Connect) -> None:
+    database, fake = await connect(rows(201, [{**POD_ROW, "seam_device_id": "l1"}]))
+    created = await database.insert_pod(NEW_POD)
+    assert created == Pod(
+        id=7,
+        name="pod1",
+        address="1 Demo Street",
+        price=Decimal("0.2500"),
+        currency="gbp",
+        in_use=False,
+        seam_device_id="l1",
+    )
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/pods",
+        [POD_SELECT],
+        prefer="return=representation",
+        body={
+            "name": "pod1",
+            "address": "1 Demo Street",
+            "price": "0.25",
+            "currency": "gbp",
+            "seam_device_id": "l1",
+        },
+    )
+
+
+async def test_insert_pod_sends_a_tiny_price_as_plain_digits(connect: Connect) -> None:
+    database, fake = await connect(rows(201, [{**POD_ROW, "price": "0.0000"}]))
+    await database.insert_pod(
+        NewPod(name="pod1", address="", price=Decimal("1E-7"), currency="gbp")
+    )
+    assert json.loads(fake.requests[0].content)["price"] == "0.0000001"
+
+
+async def test_a_taken_pod_name_is_pod_name_taken(connect: Connect) -> None:
+    database, fake = await connect(
+        postgrest_error(
+            409,
+            "23505",
+            'duplicate key value violates unique constraint "pods_name_key"',
+            "Key (name)=(pod1) already exists.",
+        )
+    )
+    with pytest.raises(PodNameTaken, match=r"^A pod named 'pod1' already exists\.$") as raised:
+        await database.insert_pod(NEW_POD)
+    assert raised.value.status_code == 409
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("constraint", "message"),
+    [
+        ("pods_price_not_negative", "The price per minute cannot be negative."),
+        ("pods_currency_code", "The currency must be a three-letter code such as gbp."),
+        (
+            "pods_name_shape",
+            "A pod name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        ),
+    ],
+)
+async def test_a_broken_pod_rule_is_invalid_pod(
+    connect: Connect, constraint: str, message: str
+) -> None:
+    violation = postgrest_error(
+        400,
+        "23514",
+        f'new row for relation "pods" violates check constraint "{constraint}"',
+        "Failing row contains (7, pod1, ...).",
+    )
+    database, _ = await connect(violation, violation)
+    with pytest.raises(InvalidPod) as raised:
+        await database.insert_pod(NEW_POD)
+    assert (raised.value.status_code, raised.value.message) == (422, message)
+    with pytest.raises(InvalidPod) as raised:
+        await database.update_pod("pod1", PodChanges(price=Decimal("-1")))
+    assert raised.value.message == message
+
+
+async def test_update_pod_sends_only_the_changes(connect: Connect) -> None:
+    changed = {**POD_ROW, "price": "0.3000", "seam_device_id": "lock1"}
+    database, fake = await connect(rows(200, [changed]))
+    updated = await database.update_pod(
+        "pod1", PodChanges(price=Decimal("0.30"), seam_device_id="lock1")
+    )
+    assert updated is not None and (str(updated.price), updated.seam_device_id) == (
+        "0.3000",
+        "lock1",
+    )
+    assert_request(
+        fake.requests[0],
+        "PATCH",
+        "/rest/v1/pods",
+        [("name", "eq.pod1"), POD_SELECT],
+        prefer="return=representation",
+        body={"price": "0.30", "seam_device_id": "lock1"},
+    )
+
+
+async def test_update_pod_can_forget_the_lock(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [POD_ROW]))
+    assert await database.update_pod("pod1", PodChanges(clear_seam_device_id=True)) == POD
+    assert json.loads(fake.requests[0].content) == {"seam_device_id": None}
+
+
+async def test_update_of_an_unknown_pod_is_none(connect: Connect) -> None:
+    database, fake = await connect(rows(200, []))
+    assert await database.update_pod("nope", PodChanges(address="x")) is None
+    assert_request(
+        fake.requests[0],
+        "PATCH",
+        "/rest/v1/pods",
+        [("name", "eq.nope"), POD_SELECT],
+        prefer="return=representation",
+        body={"address": "x"},
+    )
+
+
+async def test_update_with_no_changes_reads_the_pod(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [POD_ROW]))
+    assert await database.update_pod("pod1", PodChanges()) == POD
+    assert_request(fake.requests[0], "GET", "/rest/v1/pods", [POD_SELECT, ("name", "eq.pod1")])
+
+
+# Sessions
+
+EXPECTED_SESSION = SessionRecord(
+    id=SESSION,
+    pod_id=7,
+    pod_name="pod1",
+    pod_address="1 Demo Street",
+    seam_device_id=None,
+    user_email="ada@example.com",
+    start_time=datetime(2026, 11, 26, 10, 0, 0, 123450, tzinfo=UTC),
+    end_time=datetime(2026, 11, 26, 10, 10, 30, tzinfo=UTC),
+    price_per_minute=Decimal("0.2500"),
+    currency="gbp",
+    stripe_customer_id="cus_1",
+    stripe_payment_method="pm_1",
+    setup_intent_id="seti_1",
+    access_code="123456",
+    access_code_id=None,
+    access_code_status=None,
+    cost_pence=263,
+    payment_intent_id=None,
+    payment_status=PaymentStatus.PENDING,
+    payment_error=None,
+    now=datetime(2026, 11, 26, 10, 11, 0, 500000, tzinfo=UTC),
+)
+
+
+async def test_get_session_by_id(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [SESSION_ROW]), rows(200, []))
+    session = await database.get_session_by_id(SESSION)
+    assert session == EXPECTED_SESSION
+    assert session is not None and str(session.price_per_minute) == "0.2500"
+    assert await database.get_session_by_id(UUID(int=1)) is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_get_session",
+        body={"p_session_id": str(SESSION)},
+    )
+    assert_request(
+        fake.requests[1],
+        "POST",
+        "/rest/v1/rpc/qwip_get_session",
+        body={"p_session_id": "00000000-0000-0000-0000-000000000001"},
+    )
+
+
+async def test_get_session_by_setup_intent(connect: Connect) -> None:
+    open_row = {**SESSION_ROW, "end_time": None, "cost_pence": None, "payment_status": None}
+    database, fake = await connect(rows(200, [open_row]), rows(200, []))
+    session = await database.get_session_by_setup_intent("seti_1")
+    assert session is not None
+    assert (session.end_time, session.cost_pence, session.payment_status) == (None, None, None)
+    assert await database.get_session_by_setup_intent("seti_none") is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_get_session",
+        body={"p_setup_intent_id": "seti_1"},
+    )
+
+
+async def test_a_timestamp_without_a_zone_is_refused(connect: Connect) -> None:
+    database, _ = await connect(rows(200, [{**SESSION_ROW, "now": "2026-11-26T10:11:00"}]))
+    with pytest.raises(TypeError, match="^expected a timestamp with a time zone"):
+        await database.get_session_by_id(SESSION)
+
+
+START = StartSessionRequest(
+    event_id="evt_1",
+    event_type="setup_intent.succeeded",
+    session_id=SESSION,
+    setup_intent_id="seti_1",
+    pod_id=7,
+    user_email="ada@example.com",
+    customer_id="cus_1",
+    payment_method="pm_1",
+    access_code="123456",
+    started_email=QueuedEmail(
+        dedupe_key=f"access_code:{SESSION}",
+        kind="access_code",
+        recipient="ada@example.com",
+        payload={"access_code": "123456"},
+    ),
+    unavailable_email=None,
+)
+
+
+async def test_start_session_is_one_rpc(connect: Connect) -> None:
+    database, fake = await connect(
+        rows(200, {"outcome": "started", "session_id": str(SESSION)}),
+        rows(200, {"outcome": "pod_unavailable"}),
+    )
+    assert await database.start_session(START) == StartOutcome("started", SESSION)
+    assert await database.start_session(START) == StartOutcome("pod_unavailable", None)
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_start_session",
+        body={
+            "p_event_id": "evt_1",
+            "p_event_type": "setup_intent.succeeded",
+            "p_session_id": str(SESSION),
+            "p_setup_intent_id": "seti_1",
+            "p_pod_id": 7,
+            "p_user_email": "ada@example.com",
+            "p_customer_id": "cus_1",
+            "p_payment_method": "pm_1",
+            "p_access_code": "123456",
+            "p_started_email": {
+                "dedupe_key": f"access_code:{SESSION}",
+                "kind": "access_code",
+                "recipient": "ada@example.com",
+                "payload": {"access_code": "123456"},
+            },
+            "p_unavailable_email": None,
+        },
+    )
+
+
+async def test_close_session(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.close_session(SESSION, max_minutes=180) is True
+    assert await database.close_session(SESSION, max_minutes=180) is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_close_session",
+        body={"p_session_id": str(SESSION), "p_max_minutes": 180},
+    )
+
+
+async def test_an_rpc_answering_the_wrong_shape_is_an_error(connect: Connect) -> None:
+    database, _ = await connect(no_content())
+    with pytest.raises(TypeError, match=r"^qwip_close_session: expected bool from PostgREST"):
+        await database.close_session(SESSION, max_minutes=180)
+
+
+async def test_set_session_cost_only_where_none_is_recorded(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.set_session_cost(SESSION, 263) is None
+    assert_request(
+        fake.requests[0],
+        "PATCH",
+        "/rest/v1/pod_sessions",
+        [("id", f"eq.{SESSION}"), ("cost_pence", "is.null"), ("end_time", "not.is.null")],
+        prefer="return=minimal",
+        body={"cost_pence": 263, "updated_at": "now"},
+    )
+
+
+async def test_claim_charge(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.claim_charge(SESSION, lease_seconds=120) is True
+    assert await database.claim_charge(SESSION, lease_seconds=120) is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_claim_charge",
+        body={"p_session_id": str(SESSION), "p_lease_seconds": 120},
+    )
+
+
+async def test_release_charge(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.release_charge(SESSION) is None
+    assert_request(
+        fake.requests[0],
+        "PATCH",
+        "/rest/v1/pod_sessions",
+        [("id", f"eq.{SESSION}")],
+        prefer="return=minimal",
+        body={"charge_locked_until": None},
+    )
+
+
+async def test_record_payment(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "recorded"), rows(200, "duplicate"))
+    outcome = await database.record_payment(
+        SESSION,
+        status=PaymentStatus.FAILED,
+        payment_intent_id="pi_1",
+        error="Your card was declined.",
+        emails=[EMAIL],
+    )
+    assert outcome == "recorded"
+    again = await database.record_payment(
+        SESSION,
+        status=PaymentStatus.SUCCEEDED,
+        payment_intent_id=None,
+        error=None,
+        emails=[],
+        event_id="evt_2",
+        event_type="payment_intent.succeeded",
+    )
+    assert again == "duplicate"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_payment",
+        body={
+            "p_session_id": str(SESSION),
+            "p_status": "failed",
+            "p_payment_intent_id": "pi_1",
+            "p_error": "Your card was declined.",
+            "p_emails": [EMAIL_JSON],
+            "p_event_id": None,
+            "p_event_type": None,
+        },
+    )
+    assert json.loads(fake.requests[1].content) == {
+        "p_session_id": str(SESSION),
+        "p_status": "succeeded",
+        "p_payment_intent_id": None,
+        "p_error": None,
+        "p_emails": [],
+        "p_event_id": "evt_2",
+        "p_event_type": "payment_intent.succeeded",
+    }
+
+
+async def test_list_unsettled_sessions(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [str(SESSION)]), rows(200, []))
+    assert await database.list_unsettled_sessions(idle_seconds=60) == [SESSION]
+    assert await database.list_unsettled_sessions(idle_seconds=60) == []
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_unsettled_sessions",
+        body={"p_idle_seconds": 60},
+    )
+
+
+async def test_list_overdue_sessions(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [str(SESSION)]))
+    assert await database.list_overdue_sessions(max_minutes=180) == [SESSION]
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_overdue_sessions",
+        body={"p_max_minutes": 180},
+    )
+
+
+# Stripe events
+
+
+async def test_is_event_processed(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [{"id": "evt_1"}]), rows(200, []))
+    assert await database.is_event_processed("evt_1") is True
+    assert await database.is_event_processed("evt_2") is False
+    assert_request(
+        fake.requests[0], "GET", "/rest/v1/stripe_events", [("select", "id"), ("id", "eq.evt_1")]
+    )
+
+
+async def test_record_event(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.record_event("evt_1", "setup_intent.succeeded", [EMAIL]) is True
+    assert await database.record_event("evt_1", "setup_intent.succeeded") is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_event",
+        body={
+            "p_event_id": "evt_1",
+            "p_event_type": "setup_intent.succeeded",
+            "p_emails": [EMAIL_JSON],
+        },
+    )
+    assert json.loads(fake.requests[1].content)["p_emails"] == []
+
+
+# E-mail outbox
+
+
+async def test_queue_emails(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.queue_emails([EMAIL]) is None
+    assert await database.queue_emails([]) is None
+    [request] = fake.requests
+    assert_request(
+        request, "POST", "/rest/v1/rpc/qwip_queue_emails", body={"p_emails": [EMAIL_JSON]}
+    )
+
+
+async def test_claim_emails(connect: Connect) -> None:
+    outbox_row = {
+        "id": 5,
+        "dedupe_key": f"receipt:{SESSION}",
+        "kind": "receipt",
+        "recipient": "ada@example.com",
+        "payload": {"cost_pence": 263, "pod_name": "pod1"},
+        "created_at": "2026-11-26T10:11:00+00:00",
+        "next_attempt_at": "2026-11-26T10:11:00+00:00",
+        "locked_until": "2026-11-26T10:12:00+00:00",
+        "attempts": 1,
+        "last_error": None,
+        "sent_at": None,
+    }
+    database, fake = await connect(rows(200, [outbox_row]), rows(200, []))
+    assert await database.claim_emails(limit=10, lease_seconds=60) == [
+        OutboxEmail(
+            id=5,
+            dedupe_key=f"receipt:{SESSION}",
+            kind="receipt",
+            recipient="ada@example.com",
+            payload={"cost_pence": 263, "pod_name": "pod1"},
+            attempts=1,
+        )
+    ]
+    assert await database.claim_emails(limit=10, lease_seconds=60) == []
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_claim_emails",
+        body={"p_limit": 10, "p_lease_seconds": 60},
+    )
+
+
+async def test_mark_email_sent(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.mark_email_sent(5) is None
+    assert_request(
+        fake.requests[0],
+        "PATCH",
+        "/rest/v1/email_outbox",
+        [("id", "eq.5")],
+        prefer="return=minimal",
+        body={"sent_at": "now", "locked_until": None, "last_error": None},
+    )
+
+
+async def test_mark_email_failed(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.mark_email_failed(5, retry_in_seconds=10, error="421 busy") is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_postpone_email",
+        body={"p_email_id": 5, "p_retry_in_seconds": 10, "p_error": "421 busy"},
+    )
+
+
+# Failures: every operation answers the same way to the same trouble.
+
+Operation = Callable[[SupabaseDatabase], Awaitable[object]]
+
+OPERATIONS: dict[str, Operation] = {
+    "ping": lambda db: db.ping(),
+    "list_pods": lambda db: db.list_pods(),
+    "get_pod_by_name": lambda db: db.get_pod_by_name("pod1"),
+    "get_pod_by_id": lambda db: db.get_pod_by_id(7),
+    "insert_pod": lambda db: db.insert_pod(NEW_POD),
+    "update_pod": lambda db: db.update_pod("pod1", PodChanges(address="x")),
+    "get_session_by_id": lambda db: db.get_session_by_id(SESSION),
+    "get_session_by_setup_intent": lambda db: db.get_session_by_setup_intent("seti_1"),
+    "start_session": lambda db: db.start_session(START),
+    "close_session": lambda db: db.close_session(SESSION, max_minutes=180),
+    "set_session_cost": lambda db: db.set_session_cost(SESSION, 263),
+    "claim_charge": lambda db: db.claim_charge(SESSION, lease_seconds=120),
+    "release_charge": lambda db: db.release_charge(SESSION),
+    "record_payment": lambda db: db.record_payment(
+        SESSION, status=PaymentStatus.SUCCEEDED, payment_intent_id=None, error=None, emails=[]
+    ),
+    "list_unsettled_sessions": lambda db: db.list_unsettled_sessions(idle_seconds=60),
+    "list_overdue_sessions": lambda db: db.list_overdue_sessions(max_minutes=180),
+    "is_event_processed": lambda db: db.is_event_processed("evt_1"),
+    "record_event": lambda db: db.record_event("evt_1", "x"),
+    "queue_emails": lambda db: db.queue_emails([EMAIL]),
+    "claim_emails": lambda db: db.claim_emails(limit=10, lease_seconds=60),
+    "mark_email_sent": lambda db: db.mark_email_sent(5),
+    "mark_email_failed": lambda db: db.mark_email_failed(5, retry_in_seconds=1, error="x"),
+}
+
+TROUBLE: dict[str, Reply] = {
+    "503 from the gateway, not JSON": httpx.Response(
+        503, text="upstream connect error or disconnect/reset before headers"
+    ),
+    "502 html": httpx.Response(502, html="<html><body>Bad gateway</body></html>"),
+    "500 from PostgREST": httpx.Response(
+        500, json={"code": "57014", "details": None, "hint": None, "message": "canceling statement"}
+    ),
+    "503 database down": httpx.Response(
+        503,
+        json={"code": "PGRST000", "details": None, "hint": None, "message": "no connection"},
+    ),
+    "read timeout": httpx.ReadTimeout("timed out"),
+    "connect timeout": httpx.ConnectTimeout("timed out"),
+    "refused connection": httpx.ConnectError("[Errno 111] Connection refused"),
+    "dropped connection": httpx.RemoteProtocolError("Server disconnected without a response"),
+}
+
+
+@pytest.mark.parametrize("trouble", TROUBLE.values(), ids=TROUBLE.keys())
+@pytest.mark.parametrize("operation", OPERATIONS.values(), ids=OPERATIONS.keys())
+async def test_trouble_reaching_postgrest_is_database_unavailable(
+    connect: Connect, operation: Operation, trouble: Reply
+) -> None:
+    database, fake = await connect(trouble)
+    with pytest.raises(DatabaseUnavailable) as raised:
+        await operation(database)
+    assert (raised.value.status_code, raised.value.message) == (
+        503,
+        "The database cannot be reached right now; please try again shortly.",
+    )
+    # once: the backend does not retry and sleep, its callers retry
+    assert len(fake.requests) == 1
+
+
+def test_every_operation_of_the_protocol_is_covered() -> None:
+    from svc.database_accessor import Database
+
+    protocol = {
+        name for name in vars(Database) if not name.startswith("_") and name not in ("close",)
+    }
+    assert protocol == set(OPERATIONS)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        httpx.Response(401, json={"message": "Invalid API key", "hint": "Double check the key"}),
+        httpx.Response(
+            403,
+            json={
+                "code": "42501",
+                "details": None,
+                "hint": None,
+                "message": "permission denied for function qwip_claim_charge",
+            },
+        ),
+    ],
+    ids=["401 invalid key", "403 permission denied"],
+)
+async def test_a_refused_key_is_unavailable_and_logged_for_the_operator(
+    connect: Connect, refusal: httpx.Response, caplog: pytest.LogCaptureFixture
+) -> None:
+    database, _ = await connect(refusal)
+    with (
+        caplog.at_level(logging.ERROR, logger="svc.database_accessor"),
+        pytest.raises(DatabaseUnavailable),
+    ):
+        await database.claim_charge(SESSION, lease_seconds=120)
+    code = refusal.json().get("code")
+    assert [record.getMessage() for record in caplog.records] == [
+        f"database.key_refused status={refusal.status_code} code={code}: SUPABASE_KEY must be "
+        "the project's service-role key and the migration must be applied"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        (
+            postgrest_error(
+                404,
+                "PGRST202",
+                "Could not find the function public.qwip_claim_charge(p_lease_seconds, "
+                "p_session_id) in the schema cache",
+            ),
+            "Could not find the function public.qwip_claim_charge(p_lease_seconds, "
+            "p_session_id) in the schema cache",
+        ),
+        (
+            postgrest_error(404, "42P01", 'relation "public.pod_sessions" does not exist'),
+            'relation "public.pod_sessions" does not exist',
+        ),
+    ],
+    ids=["function not in the schema cache", "no such table"],
+)
+async def test_a_project_without_the_migration_is_unavailable_and_says_so(
+    connect: Connect, missing: httpx.Response, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database, _ = await connect(missing)
+    with (
+        caplog.at_level(logging.ERROR, logger="svc.database_accessor"),
+        pytest.raises(DatabaseUnavailable),
+    ):
+        await database.claim_charge(SESSION, lease_seconds=120)
+    code = json.loads(missing.content)["code"]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"database.schema_missing code={code} message={message}: apply "
+        "supabase/migrations/0001_init.sql to the project"
+    ]
+
+
+async def test_a_query_postgrest_refuses_is_not_hidden_as_unavailable(connect: Connect) -> None:
+    database, _ = await connect(
+        postgrest_error(400, "22P02", 'invalid input syntax for type uuid: "x"')
+    )
+    with pytest.raises(APIError) as raised:
+        await database.claim_charge(SESSION, lease_seconds=120)
+    assert (raised.value.code, raised.value.message) == (
+        "22P02",
+        'invalid input syntax for type uuid: "x"',
+    )
+
+
+async def test_after_close_nothing_is_sent(connect: Connect) -> None:
+    database, fake = await connect()
+    await database.close()
+    with pytest.raises(RuntimeError, match="client has been closed"):
+        await database.ping()
+    assert fake.requests == []
