@@ -109,8 +109,11 @@ class Outbox:
         self._event.set()
 
     async def wait(self, timeout: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+        # arrives as the event is set, and the worker then outlives the app's shutdown.
         try:
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         except TimeoutError:
             pass
         self._event.clear()
