@@ -6,7 +6,7 @@ Run it as ``uvicorn svc.main:app``.
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -64,9 +64,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await stop_workers([worker])
+
+
+async def stop_workers(workers: list[asyncio.Task[None]]) -> None:
+    """Cancel the background workers and wait until each has ended.
+
+    On Python 3.11, asyncio.wait_for (which aiosmtplib uses) drops a cancellation that lands
+    as the awaited result arrives, and the worker carries on: so it is sent again.
+    """
+    while pending := [worker for worker in workers if not worker.done()]:
+        for worker in pending:
             worker.cancel()
-            with suppress(asyncio.CancelledError):
-                await worker
+        await asyncio.wait(pending, timeout=1)
+    for worker in workers:
+        if not worker.cancelled() and worker.exception() is not None:
+            logger.error(
+                "background.crashed worker=%s", worker.get_name(), exc_info=worker.exception()
+            )
 
 
 def get_settings(request: Request) -> Settings:
