@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from svc import bookings, runtime
+from svc import bookings, locks, runtime
 from svc.database_accessor import Database
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -26,8 +26,10 @@ from svc.models import (
     EndSessionResult,
     ErrorBody,
     Health,
+    LockStatus,
     PodPublic,
     SessionPreview,
+    SessionStatus,
     SetupIntentCreated,
     WebhookAck,
 )
@@ -60,11 +62,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             banner = ["LOCAL MODE: nothing here reaches a real payment, mail or lock service."]
             banner += [f"  {line}" for line in stand_ins] + [f"  open {settings.PUBLIC_URL}/"]
             logger.warning("%s", "\n".join(banner))
-        worker = asyncio.create_task(bookings.run_background_work(services), name="background")
+        workers = [asyncio.create_task(bookings.run_background_work(services), name="background")]
+        if services.seam is not None:
+            workers.append(asyncio.create_task(locks.run_lock_work(services), name="locks"))
         try:
             yield
         finally:
-            await stop_workers([worker])
+            await stop_workers(workers)
 
 
 async def stop_workers(workers: list[asyncio.Task[None]]) -> None:
@@ -143,7 +147,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Not found"},
     409: {"model": ErrorBody, "description": "Conflicts with the pod's or the card's state"},
     422: {"model": ErrorBody, "description": "Missing or malformed input"},
-    502: {"model": ErrorBody, "description": "The payment provider failed"},
+    502: {"model": ErrorBody, "description": "The payment or smart-lock provider failed"},
     503: {"model": ErrorBody, "description": "A dependency is unavailable; safe to retry"},
 }
 
@@ -230,6 +234,27 @@ def add_routes(app: FastAPI) -> None:
     ) -> SessionPreview:
         """The cost of a session so far, or its final cost once ended."""
         return await bookings.preview_session(db, settings, session_id)
+
+    @app.get(
+        "/api/session-status",
+        response_model=SessionStatus,
+        responses=errors(404, 422, 503),
+        tags=["sessions"],
+    )
+    async def get_session_status(services: ServicesDep, session_id: SessionRef) -> SessionStatus:
+        """Whether the pod's smart lock has the session's door code yet."""
+        return await locks.session_status(services, session_id)
+
+    @app.get(
+        "/api/lock-status",
+        response_model=LockStatus,
+        responses=errors(404, 422, 502, 503),
+        tags=["pods"],
+    )
+    async def get_lock_status(services: ServicesDep, pod: PodRef) -> LockStatus:
+        """Whether the pod's smart lock is locked and online, as Seam reports it."""
+        name, pod_id = pod
+        return await locks.lock_status(services, name=name, pod_id=pod_id)
 
     async def create_setup_intent(
         services: ServicesDep, pod: PodRef, email: EmailQuery = None
