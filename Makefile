@@ -5,12 +5,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: service test lint format env bench install-local install-dev install-bench
+.PHONY: service test lint format env bench install-local install-dev install-bench install-node
 
 service: install-local  ## run the service on http://localhost:8000 (local mode without a .env)
 	$(BIN)/uvicorn svc.main:app --host $(HOST) --port $(PORT) --no-access-log
 
-test: install-dev  ## run every test
+test: install-dev install-node  ## run every test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev  ## ruff, black and mypy, changing nothing
@@ -32,6 +32,7 @@ env:  ## copy .env.example to .env (never overwrites an existing .env)
 install-local: $(VENV)/.installed-local
 install-dev: $(VENV)/.installed-dev
 install-bench: $(VENV)/.installed-bench
+install-node: node_modules/.installed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +49,12 @@ $(VENV)/.installed-dev: requirements.txt requirements-local.txt requirements-dev
 $(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
 	$(BIN)/pip install -q -r requirements-bench.txt
 	touch $@
+
+# Seam's fake server for the smart-lock tests, at the version package-lock.json pins. Without
+# npm the tests that need it skip (and fail under CI=true), so this only says so.
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+		echo "npm not found: the smart-lock tests need Node.js 18+ and npm"; \
+	fi

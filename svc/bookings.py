@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 import stripe
+from seam import AsyncSeam
 
 from svc import email_manager, payments_manager, seam_accessor
 from svc.database_accessor import Database
@@ -33,7 +34,7 @@ from svc.models import (
     WebhookAck,
 )
 from svc.payments_manager import PaymentProviderUnavailable, SetupIntentInfo, StripeEvent
-from svc.types import PaymentStatus, SessionState
+from svc.types import AccessCodeStatus, PaymentStatus, SessionState
 from svc.utils import compute_cost_pence, elapsed_seconds, pence_to_major, short_id
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class BookingNotStarted(ServiceError):
 
 @dataclass
 class Outbox:
-    """Wakes the e-mail sender as soon as a message is queued, instead of at its next round."""
+    """Wakes a background worker (the e-mail sender, the locks') as soon as it has work,
+    instead of at its next round."""
 
     _event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -125,6 +127,12 @@ class Services:
     stripe: stripe.StripeClient
     mailer: Mailer
     outbox: Outbox
+    seam: AsyncSeam | None = None
+    """Seam's client when SEAM_API_KEY is set; without it every code is generated locally."""
+    lock_work: Outbox = field(default_factory=Outbox)
+
+    def has_smart_lock(self, seam_device_id: str | None) -> bool:
+        return self.seam is not None and seam_device_id is not None
 
 
 # Pods and previews
@@ -154,6 +162,9 @@ def session_cost_pence(session: SessionRecord, settings: Settings) -> int:
     """The fixed cost once recorded; until then the cost up to the end, or up to now."""
     if session.cost_pence is not None:
         return session.cost_pence
+    if session.access_code_status == AccessCodeStatus.FAILED:
+        # The lock never took the code: the customer could not get in.
+        return 0
     return compute_cost_pence(
         start=session.start_time,
         end=session.end_time or session.now,
@@ -255,6 +266,7 @@ async def start_session(
         services.stripe, customer_id=setup.customer_id, payment_method_id=setup.payment_method_id
     )
     session_id = uuid4()
+    smart_lock = services.has_smart_lock(pod.seam_device_id)
     for _ in range(5):
         code = seam_accessor.generate_access_code(settings.ACCESS_CODE_LENGTH)
         outcome = await db.start_session(
@@ -277,6 +289,7 @@ async def start_session(
                     price_per_minute=pod.price,
                     currency=pod.currency,
                     end_session_url=settings.end_session_link(session_id),
+                    smart_lock=smart_lock,
                 ),
                 unavailable_email=email_manager.pod_unavailable_email(
                     setup_intent_id=setup.id, recipient=email or "", pod_name=pod.name
@@ -290,6 +303,9 @@ async def start_session(
 
     if outcome.outcome in ("started", "pod_unavailable"):
         services.outbox.wake()
+    if outcome.outcome == "started" and smart_lock:
+        # The code goes onto the lock now that the session exists, off this request's path.
+        services.lock_work.wake()
     if outcome.outcome == "pod_unavailable":
         logger.info("booking.pod_unavailable pod=%s setup_intent=%s", pod.name, setup.id)
         return StartResult("pod_unavailable", pod_name=pod.name)
@@ -431,6 +447,9 @@ async def end_session(services: Services, session_id: UUID) -> EndSessionResult:
     db, settings = services.db, services.settings
     if not await db.close_session(session_id, max_minutes=settings.MAX_SESSION_MINUTES):
         raise SessionNotFound()
+    if services.seam is not None:
+        # Its code comes off the lock in the background: Seam never holds up the charge.
+        services.lock_work.wake()
     session = await find_session(db, session_id)
     if session.cost_pence is None:
         await db.set_session_cost(session_id, session_cost_pence(session, settings))

@@ -49,6 +49,7 @@ def access_code_email(
     price_per_minute: Decimal,
     currency: str,
     end_session_url: str,
+    smart_lock: bool = False,
 ) -> QueuedEmail:
     """The start time is added by the database when the session really opens."""
     return QueuedEmail(
@@ -62,6 +63,7 @@ def access_code_email(
             "price_per_minute": str(price_per_minute),
             "currency": currency,
             "end_session_url": end_session_url,
+            "smart_lock": smart_lock,
         },
     )
 
@@ -136,6 +138,47 @@ def settlement_emails(
     return emails
 
 
+def lock_failed_emails(
+    session: SessionRecord, *, reason: str, operator: str | None
+) -> list[QueuedEmail]:
+    """The code never reached the pod's lock: the session is ended, nothing is charged."""
+    emails = []
+    if session.user_email:
+        emails.append(
+            QueuedEmail(
+                dedupe_key=f"lock_failed:{session.id}",
+                kind="lock_failed",
+                recipient=session.user_email,
+                payload={"pod_name": session.pod_name},
+            )
+        )
+    emails += operator_alert(
+        dedupe_key=f"lock_failed_operator:{session.id}",
+        operator=operator,
+        subject=f"the lock of {session.pod_name} did not take a code; session ended",
+        text=f"The access code of session {session.id} could not be put on the lock of "
+        f"{session.pod_name} (Seam device {session.seam_device_id}): {reason}. The session "
+        "was ended without charge, the pod is free again and the customer "
+        f"({session.user_email or 'no e-mail'}) has been told.",
+    )
+    return emails
+
+
+def code_not_removed_alert(
+    session: SessionRecord, *, reason: str, expires: str, operator: str | None
+) -> list[QueuedEmail]:
+    return operator_alert(
+        dedupe_key=f"lock_code_not_removed:{session.id}",
+        operator=operator,
+        subject=f"an ended session's code is still on the lock of {session.pod_name}",
+        text=f"The access code of session {session.id} could not be taken off the lock of "
+        f"{session.pod_name} (Seam device {session.seam_device_id}, access code "
+        f"{session.access_code_id}): {reason}. The service keeps trying; the lock stops "
+        f"taking the code by itself at {expires}. The charge and the receipt were not held "
+        "up by this.",
+    )
+
+
 def operator_alert(
     *, dedupe_key: str, operator: str | None, subject: str, text: str
 ) -> list[QueuedEmail]:
@@ -169,11 +212,18 @@ def _when(value: str, settings: Settings) -> str:
 
 def _render_access_code(p: dict[str, Any], settings: Settings) -> Rendered:
     price = format_price_per_minute(Decimal(p["price_per_minute"]), p["currency"])
+    # Messages queued before smart locks existed have no "smart_lock".
+    lock = (
+        ["The door's smart lock is receiving this code now; it works within a minute or so."]
+        if p.get("smart_lock")
+        else []
+    )
     return Rendered(
         subject=f"Your Qwip access code for {p['pod_name']}",
         highlight=p["access_code"],
         paragraphs=[
             f"Your door code for {p['pod_name']} is {p['access_code']}.",
+            *lock,
             f"Address: {p['pod_address']}",
             f"Started: {_when(p['start_time'], settings)}",
             f"Price: {price}, charged to your saved card when you end the session.",
@@ -191,6 +241,18 @@ def _render_pod_unavailable(p: dict[str, Any], settings: Settings) -> Rendered:
             f"Sorry: someone started a session in {p['pod_name']} moments before you, so "
             "your session did not start.",
             "You have not been charged. Please choose another pod or try again later.",
+        ],
+    )
+
+
+def _render_lock_failed(p: dict[str, Any], settings: Settings) -> Rendered:
+    return Rendered(
+        subject=f"Your Qwip session in {p['pod_name']} could not start",
+        paragraphs=[
+            f"Sorry: the door lock of {p['pod_name']} did not accept your access code, so the "
+            "code we sent you will not open the door.",
+            "Your session has been ended and you have not been charged. Please try again in "
+            "a few minutes or choose another pod.",
         ],
     )
 
@@ -248,6 +310,7 @@ def _render_operator_alert(p: dict[str, Any], settings: Settings) -> Rendered:
 _RENDERERS: dict[str, Callable[[dict[str, Any], Settings], Rendered]] = {
     "access_code": _render_access_code,
     "pod_unavailable": _render_pod_unavailable,
+    "lock_failed": _render_lock_failed,
     "receipt": _render_receipt,
     "payment_failed": _render_payment_failed,
     "payment_failed_operator": _render_payment_failed_operator,

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from svc.types import AppEnv, SmtpSecurity
 
 GMAIL_SMTP_HOST = "smtp.gmail.com"
+SEAM_DEFAULT_ENDPOINT = "https://connect.getseam.com"
 
 # In local mode, with no Stripe keys, the service talks to localstripe with these
 # made-up keys: localstripe accepts any key of the right shape.
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     # Seam smart locks
     SEAM_API_KEY: SecretStr | None = None
     SEAM_ENDPOINT: str | None = None
+    SEAM_RETRY_BASE_SECONDS: float = Field(default=2, gt=0)
 
     # Links and browsers
     PUBLIC_URL: str = "http://localhost:8000"
@@ -116,6 +118,23 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"PUBLIC_URL must be an http(s) address, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("SEAM_API_KEY")
+    @classmethod
+    def _seam_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("seam_"):
+            raise ValueError("SEAM_API_KEY must be a Seam API key, which starts with seam_")
+        return value
+
+    @field_validator("SEAM_ENDPOINT")
+    @classmethod
+    def _seam_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"SEAM_ENDPOINT must be an http(s) address, got {value!r}")
         return value.rstrip("/")
 
     @field_validator("END_SESSION_URL")
@@ -235,6 +254,15 @@ class Settings(BaseSettings):
         if self.uses_local_stripe:
             return f"http://localhost:{self.LOCALSTRIPE_PORT}"
         return None
+
+    @property
+    def uses_seam(self) -> bool:
+        """Codes go on the pods' Seam locks; without a key every code is generated locally."""
+        return self.SEAM_API_KEY is not None
+
+    @property
+    def seam_endpoint(self) -> str:
+        return self.SEAM_ENDPOINT or SEAM_DEFAULT_ENDPOINT
 
     @property
     def email_sender(self) -> str:

@@ -6,7 +6,7 @@ Run it as ``uvicorn svc.main:app``.
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, RootModel
 
-from svc import bookings, runtime
+from svc import bookings, locks, runtime
 from svc.database_accessor import Database
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -28,8 +28,10 @@ from svc.models import (
     EndSessionResult,
     ErrorBody,
     Health,
+    LockStatus,
     PodPublic,
     SessionPreview,
+    SessionStatus,
     SetupIntentCreated,
     WebhookAck,
 )
@@ -54,13 +56,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             banner = ["LOCAL MODE: nothing here reaches a real payment, mail or lock service."]
             banner += [f"  {line}" for line in stand_ins] + [f"  open {settings.PUBLIC_URL}/"]
             logger.warning("%s", "\n".join(banner))
-        worker = asyncio.create_task(bookings.run_background_work(services), name="background")
+        workers = [asyncio.create_task(bookings.run_background_work(services), name="background")]
+        if services.seam is not None:
+            workers.append(asyncio.create_task(locks.run_lock_work(services), name="locks"))
         try:
             yield
         finally:
+            await stop_workers(workers)
+
+
+async def stop_workers(workers: list[asyncio.Task[None]]) -> None:
+    """Cancel the background workers and wait until each has ended.
+
+    On Python 3.11, asyncio.wait_for (which aiosmtplib uses) drops a cancellation that lands
+    as the awaited result arrives, and the worker carries on: so it is sent again.
+    """
+    while pending := [worker for worker in workers if not worker.done()]:
+        for worker in pending:
             worker.cancel()
-            with suppress(asyncio.CancelledError):
-                await worker
+        await asyncio.wait(pending, timeout=1)
+    for worker in workers:
+        if not worker.cancelled() and worker.exception() is not None:
+            logger.error(
+                "background.crashed worker=%s", worker.get_name(), exc_info=worker.exception()
+            )
 
 
 async def get_settings(request: Request) -> Settings:
@@ -132,7 +151,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "The body is too large"},
     415: {"model": ErrorBody, "description": "The body is not JSON"},
     422: {"model": ErrorBody, "description": "Missing or malformed input"},
-    502: {"model": ErrorBody, "description": "The payment provider failed"},
+    502: {"model": ErrorBody, "description": "The payment or smart-lock provider failed"},
     503: {"model": ErrorBody, "description": "A dependency is unavailable; safe to retry"},
 }
 
@@ -224,6 +243,27 @@ def add_routes(app: FastAPI) -> None:
     async def preview_session(services: ServicesDep, session_id: SessionRef) -> Response:
         """The cost of a session so far, or its final cost once ended."""
         return json_of(await bookings.preview_session(services, session_id))
+
+    @app.get(
+        "/api/session-status",
+        response_model=SessionStatus,
+        responses=errors(404, 422, 503),
+        tags=["sessions"],
+    )
+    async def get_session_status(services: ServicesDep, session_id: SessionRef) -> SessionStatus:
+        """Whether the pod's smart lock has the session's door code yet."""
+        return await locks.session_status(services, session_id)
+
+    @app.get(
+        "/api/lock-status",
+        response_model=LockStatus,
+        responses=errors(404, 422, 502, 503),
+        tags=["pods"],
+    )
+    async def get_lock_status(services: ServicesDep, pod: PodRef) -> LockStatus:
+        """Whether the pod's smart lock is locked and online, as Seam reports it."""
+        name, pod_id = pod
+        return await locks.lock_status(services, name=name, pod_id=pod_id)
 
     async def create_setup_intent(
         services: ServicesDep, pod: PodRef, email: EmailQuery = None

@@ -167,6 +167,25 @@ class SessionPreview(BaseModel):
     payment_status: PaymentStatus | None
 
 
+class SessionStatus(BaseModel):
+    session_id: UUID
+    pod_name: str
+    is_complete: bool
+    smart_lock: bool = Field(description="Whether the code is programmed on the pod's smart lock.")
+    access_code_status: str = Field(
+        description="local (no smart lock), pending, then Seam's unset, setting or set; "
+        "removing, removed or expired after the end; failed if the lock never took it."
+    )
+    lock_has_code: bool | None = Field(
+        description="True once the lock has the code; null when the pod has no smart lock."
+    )
+
+
+class LockStatus(BaseModel):
+    locked: bool | None = Field(description="Null when the lock does not report it.")
+    online: bool
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
 

@@ -6,7 +6,7 @@ import logging
 from contextlib import AsyncExitStack
 from decimal import Decimal
 
-from svc import local_mode, payments_manager
+from svc import local_mode, payments_manager, seam_accessor
 from svc.bookings import Outbox, Services
 from svc.database_accessor import (
     Database,
@@ -118,8 +118,20 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
         email = f"SMTP at {settings.SMTP_HOST}:{settings.SMTP_PORT}"
     else:
         email = f"written to {settings.OUTBOX_DIR}/ and printed to this log"
+    seam = seam_accessor.build_client(settings)
+    if seam is not None:
+        stack.push_async_callback(seam.close)
+        locks = f"Seam at {settings.seam_endpoint} for pods with a seam_device_id"
+    else:
+        locks = "access codes generated locally"
+        await warn_of_locks_left_out(db)
     services = Services(
-        settings=settings, db=db, stripe=stripe_client, mailer=Mailer(settings), outbox=Outbox()
+        settings=settings,
+        db=db,
+        stripe=stripe_client,
+        mailer=Mailer(settings),
+        outbox=Outbox(),
+        seam=seam,
     )
     return services, [
         f"database : {database}",
@@ -129,5 +141,16 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
             else f"payments : {payments}"
         ),
         f"e-mail   : {email}",
-        "locks    : access codes generated locally",
+        f"locks    : {locks}",
     ]
+
+
+async def warn_of_locks_left_out(db: Database) -> None:
+    """Pods with a lock get codes their lock does not know while SEAM_API_KEY is unset."""
+    try:
+        pods = await db.list_pods()
+    except DatabaseUnavailable:
+        return  # a warning is not worth refusing to start; /readyz says what is wrong
+    with_lock = [pod.name for pod in pods if pod.seam_device_id]
+    if with_lock:
+        logger.warning("locks.disabled reason=no_seam_api_key pods=%s", ",".join(with_lock))

@@ -28,6 +28,26 @@ class SessionState(StrEnum):
     """Ended, and the payment reached a final outcome."""
 
 
+class AccessCodeStatus(StrEnum):
+    """Where a session's door code is. Seam's own statuses of a code it holds (`unset`,
+    `setting`, `set`, `removing`, `unknown`) are kept as Seam gives them."""
+
+    LOCAL = "local"
+    """The pod has no smart lock (or smart locks are off): the code is on no lock."""
+    PENDING = "pending"
+    """On its way to the pod's lock: Seam has not taken it yet."""
+    SET = "set"
+    """Seam: the lock has the code."""
+    REMOVING = "removing"
+    """The session has ended; the code is coming off the lock."""
+    REMOVED = "removed"
+    """Off the lock (or never reached it before the session ended)."""
+    EXPIRED = "expired"
+    """Could not be taken off, but its time window is over: the lock refuses it."""
+    FAILED = "failed"
+    """Could not be put on the lock: the session was ended without charge."""
+
+
 class AppEnv(StrEnum):
     LOCAL = "local"
     PRODUCTION = "production"

@@ -2,14 +2,18 @@
 
 Postgres: TEST_DATABASE_URL when set (CI sets it to this machine's PostgreSQL 15), else an
 embedded one; each test run works in a fresh database of its own and drops it at the end.
+Seam: Seam's own fake server, `@seamapi/fake-seam-connect` from node_modules (`npm ci`).
 Under CI=true a missing server fails the test instead of skipping it.
 """
 
 import asyncio
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +28,8 @@ from tests.support.mail import Mailbox
 from tests.support.postgrest import PostgrestOnPostgres
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_SEAM = ROOT / "node_modules" / ".bin" / "fake-seam-connect"
 TABLES = ("email_outbox", "stripe_events", "pod_sessions", "pods")
 
 
@@ -172,3 +178,50 @@ def smtp_server() -> Iterator[Mailbox]:
 def mailbox(smtp_server: Mailbox) -> Mailbox:
     smtp_server.clear()
     return smtp_server
+
+
+@pytest.fixture(scope="session")
+def fake_seam_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Seam's fake Seam Connect with its seed data: API key `seam_apikey1_token`, locks
+    `august_device_1` and `august_device_2`, thermostat `ecobee_device_1`."""
+    import httpx
+
+    from svc.local_mode import stop_process
+
+    node = shutil.which("node")
+    if node is None:
+        unavailable("node is not installed: the fake Seam server needs Node.js 18 or later")
+    if not FAKE_SEAM.exists():
+        unavailable(f"{FAKE_SEAM.relative_to(ROOT)} is missing: run `npm ci` (make test does)")
+    assert node is not None
+    log = tmp_path_factory.mktemp("fake-seam") / "fake-seam.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as output:
+        # node itself, not npx: npx's wrapper leaves the server running when it is stopped.
+        process = subprocess.Popen(
+            [node, str(FAKE_SEAM), "--seed"],
+            cwd=ROOT,
+            env={**os.environ, "PORT": str(port)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            pytest.fail(
+                f"the fake Seam server exited with code {process.returncode}: "
+                f"{log.read_text(errors='replace')[-2000:]}",
+                pytrace=False,
+            )
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(process)
+            pytest.fail(f"the fake Seam server did not answer {url}/health within 30 s")
+        time.sleep(0.05)
+    yield url
+    stop_process(process)

@@ -124,5 +124,5 @@ def test_db_init_applies_the_schema(cli) -> None:  # type: ignore[no-untyped-def
     result = cli("db", "init")
     assert (result.returncode, result.stdout) == (
         0,
-        "applied 0001_init.sql to Postgres at DATABASE_URL\n",
+        "applied 0001_init.sql, 0002_access_code_work.sql to Postgres at DATABASE_URL\n",
     )

@@ -72,8 +72,9 @@ async def db(request: pytest.FixtureRequest, clean_database: str) -> AsyncIterat
 
 
 async def test_migration_applies_twice_without_change(database_url: str) -> None:
-    assert await apply_migrations(database_url) == ["0001_init.sql"]
-    assert await apply_migrations(database_url) == ["0001_init.sql"]
+    applied = ["0001_init.sql", "0002_access_code_work.sql"]
+    assert await apply_migrations(database_url) == applied
+    assert await apply_migrations(database_url) == applied
 
 
 async def test_insert_and_read_pods(db: Database) -> None:
@@ -296,6 +297,98 @@ async def ended_session(db: Database, cost: int = 263) -> UUID:
     await db.close_session(request.session_id, max_minutes=180)
     await db.set_session_cost(request.session_id, cost)
     return request.session_id
+
+
+LOCKED_POD = NewPod(
+    name="locked", address="", price=Decimal("0.25"), currency="gbp", seam_device_id="lock_1"
+)
+
+
+async def test_a_code_to_put_on_a_lock_is_leased_to_one_worker_at_a_time(
+    db: PostgresDatabase,
+) -> None:
+    plain = await db.insert_pod(POD)
+    await db.start_session(start_request(plain.id, setup_intent="seti_plain"))
+    locked = await db.insert_pod(LOCKED_POD)
+    request = start_request(locked.id)
+    await db.start_session(request)
+    session_id = request.session_id
+    # only the session on a pod with a lock has lock work
+    assert await db.list_access_code_work(limit=10) == [session_id]
+
+    claims = await asyncio.gather(
+        *(db.claim_access_code_work(session_id, lease_seconds=60) for _ in range(10))
+    )
+    assert sorted(claims, key=lambda c: c or 0) == [None] * 9 + [1]
+    assert await db.list_access_code_work(limit=10) == []
+    # after a failed attempt the lease becomes the retry delay
+    await db.retry_access_code_work(session_id, retry_in_seconds=60)
+    assert await db.claim_access_code_work(session_id, lease_seconds=60) is None
+    await db.retry_access_code_work(session_id, retry_in_seconds=0)
+    assert await db.list_access_code_work(limit=10) == [session_id]
+    assert await db.claim_access_code_work(session_id, lease_seconds=60) == 2
+
+    assert await db.record_access_code(session_id, access_code_id="ac_1", status="setting")
+    assert not await db.record_access_code(session_id, access_code_id="ac_2", status="setting")
+    session = await db.get_session_by_id(session_id)
+    assert session is not None
+    assert (session.access_code_id, session.access_code_status) == ("ac_1", "setting")
+    # recorded: the lease is gone and nothing is left to do while the session is open
+    assert await db.list_access_code_work(limit=10) == []
+    assert await db.claim_access_code_work(session_id, lease_seconds=60) == 1
+
+
+async def test_an_ended_session_lists_its_code_until_it_is_removed(db: PostgresDatabase) -> None:
+    locked = await db.insert_pod(LOCKED_POD)
+    request = start_request(locked.id)
+    await db.start_session(request)
+    session_id = request.session_id
+    await db.record_access_code(session_id, access_code_id="ac_1", status="unset")
+    assert await db.update_access_code_status(session_id, access_code_id="ac_1", status="set")
+    assert not await db.update_access_code_status(session_id, access_code_id="ac_9", status="x")
+    await db.close_session(session_id, max_minutes=180)
+    assert await db.list_access_code_work(limit=10) == [session_id]
+
+    assert await db.update_access_code_status(session_id, access_code_id="ac_1", status="removed")
+    assert await db.list_access_code_work(limit=10) == []
+    # a late status read from Seam does not bring a removed code back
+    assert not await db.update_access_code_status(session_id, access_code_id="ac_1", status="set")
+    session = await db.get_session_by_id(session_id)
+    assert session is not None and session.access_code_status == "removed"
+
+
+async def test_giving_up_on_a_code_happens_once_and_is_listed_until_settled(
+    db: PostgresDatabase,
+) -> None:
+    locked = await db.insert_pod(LOCKED_POD)
+    request = start_request(locked.id)
+    await db.start_session(request)
+    session_id = request.session_id
+    await db.claim_access_code_work(session_id, lease_seconds=0)
+
+    assert [await db.fail_access_code(session_id) for _ in range(3)] == [True, False, False]
+    # a code that a slow attempt made after all is not taken for this session
+    assert not await db.record_access_code(session_id, access_code_id="ac_1", status="unset")
+    # a replica stopped half-way through ending it: the next one finishes the job
+    assert await db.list_access_code_work(limit=10) == [session_id]
+    await db.close_session(session_id, max_minutes=180)
+    await db.set_session_cost(session_id, 0)
+    assert await db.list_access_code_work(limit=10) == [session_id]
+    await db.record_payment(
+        session_id, status=PaymentStatus.NOT_CHARGED, payment_intent_id=None, error=None, emails=[]
+    )
+    assert await db.list_access_code_work(limit=10) == []
+    session = await db.get_session_by_id(session_id)
+    assert session is not None
+    assert (session.access_code_id, session.access_code_status) == (None, "failed")
+
+
+async def test_a_code_with_a_session_on_it_is_not_given_up(db: PostgresDatabase) -> None:
+    locked = await db.insert_pod(LOCKED_POD)
+    request = start_request(locked.id)
+    await db.start_session(request)
+    await db.record_access_code(request.session_id, access_code_id="ac_1", status="unset")
+    assert not await db.fail_access_code(request.session_id)
 
 
 async def test_first_cost_recorded_is_kept(db: Database) -> None:

@@ -264,3 +264,58 @@ async def test_smtp_logs_in_with_the_sender_and_app_password(tmp_path: Path) -> 
         assert logins == [(b"pods@example.com", b"app-password")]
     finally:
         controller.stop()
+
+
+def test_access_code_on_a_smart_lock_says_the_lock_is_receiving_it(settings: Settings) -> None:
+    email = access_code()
+    plain = build_message(email, settings).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    email.payload["smart_lock"] = True
+    locked = build_message(email, settings).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    line = "The door's smart lock is receiving this code now; it works within a minute or so."
+    assert line not in plain
+    assert f"Your door code for pod1 is 042917.\n\n{line}\n\n" in locked
+
+
+def test_lock_failure_tells_the_customer_and_the_operator(settings: Settings) -> None:
+    customer, operator = email_manager.lock_failed_emails(
+        session(seam_device_id="lock_1"), reason="Seam has no device", operator="ops@example.com"
+    )
+    assert (customer.kind, customer.recipient, customer.dedupe_key) == (
+        "lock_failed",
+        "ada@example.com",
+        f"lock_failed:{SESSION_ID}",
+    )
+    message = build_message(outbox(customer), settings)
+    assert message["Subject"] == "Your Qwip session in pod1 could not start"
+    assert message.get_body(("plain",)).get_content() == (  # type: ignore[union-attr]
+        "Sorry: the door lock of pod1 did not accept your access code, so the code we sent "
+        "you will not open the door.\n\nYour session has been ended and you have not been "
+        "charged. Please try again in a few minutes or choose another pod.\n"
+    )
+    alert = build_message(outbox(operator), settings)
+    assert (operator.recipient, alert["Subject"]) == (
+        "ops@example.com",
+        "qwipsvc: the lock of pod1 did not take a code; session ended",
+    )
+    assert alert.get_body(("plain",)).get_content() == (  # type: ignore[union-attr]
+        f"The access code of session {SESSION_ID} could not be put on the lock of pod1 (Seam "
+        "device lock_1): Seam has no device. The session was ended without charge, the pod "
+        "is free again and the customer (ada@example.com) has been told.\n"
+    )
+
+
+def test_a_code_left_on_a_lock_is_reported_with_when_it_expires(settings: Settings) -> None:
+    [alert] = email_manager.code_not_removed_alert(
+        session(seam_device_id="lock_1", access_code_id="ac_1"),
+        reason="deleting the code: ConnectError",
+        expires="26 November 2026, 6:05pm",
+        operator="ops@example.com",
+    )
+    message = build_message(outbox(alert), settings)
+    assert message["Subject"] == ("qwipsvc: an ended session's code is still on the lock of pod1")
+    assert message.get_body(("plain",)).get_content() == (  # type: ignore[union-attr]
+        f"The access code of session {SESSION_ID} could not be taken off the lock of pod1 "
+        "(Seam device lock_1, access code ac_1): deleting the code: ConnectError. The service "
+        "keeps trying; the lock stops taking the code by itself at 26 November 2026, 6:05pm. "
+        "The charge and the receipt were not held up by this.\n"
+    )

@@ -186,6 +186,8 @@ def test_env_example_documents_every_setting() -> None:
         ("CURRENCY", "pounds", "CURRENCY must be a three-letter ISO code"),
         ("MINIMUM_CHARGE_PENCE", "-1", "MINIMUM_CHARGE_PENCE: Input should be greater than"),
         ("SMTP_SECURITY", "tls", "SMTP_SECURITY: Input should be 'ssl', 'starttls' or 'none'"),
+        ("SEAM_API_KEY", "sk_live_abc", "SEAM_API_KEY must be a Seam API key, which starts with"),
+        ("SEAM_ENDPOINT", "connect.getseam.com", "SEAM_ENDPOINT must be an http(s) address"),
     ],
 )
 def test_bad_values_are_named(
@@ -195,6 +197,14 @@ def test_bad_values_are_named(
     with pytest.raises(ConfigurationError) as raised:
         load_settings()
     assert message in str(raised.value)
+
+
+def test_seam_is_used_only_with_a_key_and_defaults_to_its_api() -> None:
+    assert not Settings(_env_file=None).uses_seam
+    settings = Settings(_env_file=None, SEAM_API_KEY="seam_abc")
+    assert (settings.uses_seam, settings.seam_endpoint) == (True, "https://connect.getseam.com")
+    local = Settings(_env_file=None, SEAM_API_KEY="seam_abc", SEAM_ENDPOINT="http://127.0.0.1:9/")
+    assert local.seam_endpoint == "http://127.0.0.1:9"
 
 
 def test_links_follow_public_url_or_the_template() -> None:

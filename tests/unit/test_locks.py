@@ -1,0 +1,89 @@
+import pytest
+
+from svc.locks import code_status_of, retry_delay
+from tests.unit.test_email_manager import SESSION_ID, session
+
+OPEN = {"end_time": None, "payment_status": None, "cost_pence": None}
+
+
+@pytest.mark.parametrize(
+    ("changes", "smart_locks", "status", "lock_has_code"),
+    [
+        ({**OPEN}, True, "local", None),  # a pod without a lock
+        ({**OPEN, "seam_device_id": "lock_1"}, False, "local", None),  # smart locks off
+        ({**OPEN, "seam_device_id": "lock_1"}, True, "pending", False),
+        (
+            {
+                **OPEN,
+                "seam_device_id": "lock_1",
+                "access_code_id": "ac",
+                "access_code_status": "unset",
+            },
+            True,
+            "unset",
+            False,
+        ),
+        (
+            {
+                **OPEN,
+                "seam_device_id": "lock_1",
+                "access_code_id": "ac",
+                "access_code_status": "set",
+            },
+            True,
+            "set",
+            True,
+        ),
+        (
+            {**OPEN, "seam_device_id": "lock_1", "access_code_status": "failed"},
+            True,
+            "failed",
+            False,
+        ),
+        (
+            {"seam_device_id": "lock_1", "access_code_id": "ac", "access_code_status": "set"},
+            True,
+            "removing",
+            False,
+        ),
+        (
+            {"seam_device_id": "lock_1", "access_code_id": "ac", "access_code_status": "removed"},
+            True,
+            "removed",
+            False,
+        ),
+        (
+            {"seam_device_id": "lock_1", "access_code_id": "ac", "access_code_status": "expired"},
+            True,
+            "expired",
+            False,
+        ),
+        # ended before the code was ever made: nothing is on the lock
+        ({"seam_device_id": "lock_1"}, True, "removed", False),
+        # a code made while smart locks were on is still reported after they are turned off
+        ({"access_code_id": "ac", "access_code_status": "removed"}, False, "removed", False),
+    ],
+)
+def test_code_status_says_where_the_code_is(
+    changes: dict[str, object], smart_locks: bool, status: str, lock_has_code: bool | None
+) -> None:
+    answer = code_status_of(session(**changes), smart_locks=smart_locks)
+    assert answer.model_dump(mode="json") == {
+        "session_id": str(SESSION_ID),
+        "pod_name": "pod1",
+        "is_complete": changes.get("end_time", "ended") is not None,
+        "smart_lock": status != "local",
+        "access_code_status": status,
+        "lock_has_code": lock_has_code,
+    }
+
+
+def test_retries_wait_twice_as_long_each_time_up_to_ten_minutes() -> None:
+    assert [retry_delay(2, attempt) for attempt in (1, 2, 3, 4, 10, 20)] == [
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        600.0,
+        600.0,
+    ]
