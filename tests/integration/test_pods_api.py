@@ -117,12 +117,12 @@ async def test_unknown_pod_is_404(
         ("", "Give the pod as podName (or pod_name) or podId (or pod_id)."),
         (
             "podId=abc",
-            "podId (query): Input should be a valid integer, unable to parse string as an integer",
+            "podId (query): a pod id is a whole number from 1 to 9223372036854775807.",
         ),
-        ("podId=-1", "podId (query): Input should be greater than or equal to 1"),
+        ("podId=-1", "podId (query): a pod id is a whole number from 1 to 9223372036854775807."),
         (
             "podId=99999999999999999999999",
-            "podId (query): Input should be less than or equal to 9223372036854775807",
+            "podId (query): a pod id is a whole number from 1 to 9223372036854775807.",
         ),
     ],
 )
@@ -209,12 +209,12 @@ async def test_preview_of_an_ended_session_is_fixed(
         (
             "sessionId=42",
             422,
-            "sessionId (query): Input should be a valid UUID, invalid length: found 2",
+            "sessionId (query): a session id is a UUID, like the one in the end-session link.",
         ),
         (
             "sessionId=%27%20or%201%3D1--",
             422,
-            "sessionId (query): Input should be a valid UUID, invalid character: found `'` at 0",
+            "sessionId (query): a session id is a UUID, like the one in the end-session link.",
         ),
     ],
 )

@@ -150,7 +150,7 @@ async def test_an_event_for_a_pod_that_does_not_exist_starts_nothing_and_tells_t
             "/api/end-session-preview",
             {"params": {"sessionId": "1 OR 1=1"}},
             422,
-            "sessionId (query): Input should be a valid UUID, invalid character: found ` ` at 1",
+            "sessionId (query): a session id is a UUID, like the one in the end-session link.",
         ),
         (
             "GET",
@@ -171,21 +171,21 @@ async def test_an_event_for_a_pod_that_does_not_exist_starts_nothing_and_tells_t
             "/api/pod",
             {"params": {"podName": "x" * 201}},
             422,
-            "podName (query): String should have at most 200 characters",
+            "podName (query): a pod name has at most 200 characters.",
         ),
         (
             "GET",
             "/api/pod",
             {"params": {"podId": "-5"}},
             422,
-            "podId (query): Input should be greater than or equal to 1",
+            "podId (query): a pod id is a whole number from 1 to 9223372036854775807.",
         ),
         (
             "GET",
             "/api/pod",
             {"params": {"podId": "1" + "0" * 30}},
             422,
-            "podId (query): Input should be less than or equal to 9223372036854775807",
+            "podId (query): a pod id is a whole number from 1 to 9223372036854775807.",
         ),
         (
             "GET",
