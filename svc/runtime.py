@@ -10,6 +10,7 @@ from svc import local_mode, payments_manager, seam_accessor
 from svc.bookings import Outbox, Services
 from svc.database_accessor import (
     Database,
+    DatabaseUnavailable,
     PodNameTaken,
     PostgresDatabase,
     SupabaseDatabase,
