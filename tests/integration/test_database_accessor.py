@@ -586,17 +586,23 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
     finally:
         await connection.close()
     assert [row["function"] for row in rows] == [
+        "qwip_claim_access_code_work(uuid,integer)",
         "qwip_claim_charge(uuid,integer)",
         "qwip_claim_emails(integer,integer)",
         "qwip_close_session(uuid,integer)",
+        "qwip_fail_access_code(uuid)",
         "qwip_get_session(uuid,text)",
+        "qwip_list_access_code_work(integer)",
         "qwip_list_overdue_sessions(integer)",
         "qwip_list_unsettled_sessions(integer)",
         "qwip_postpone_email(bigint,integer,text)",
         "qwip_queue_emails(jsonb)",
+        "qwip_record_access_code(uuid,text,text)",
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_payment(uuid,text,text,text,jsonb,text,text)",
+        "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,jsonb,jsonb)",
+        "qwip_update_access_code_status(uuid,text,text)",
     ]
     assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [
         (False, False, True)
