@@ -908,6 +908,55 @@ class SupabaseDatabase:
     async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
         return await self._session_ids("qwip_list_overdue_sessions", {"p_max_minutes": max_minutes})
 
+    # Access codes on smart locks
+
+    async def list_access_code_work(self, *, limit: int) -> list[UUID]:
+        return await self._session_ids("qwip_list_access_code_work", {"p_limit": limit})
+
+    async def claim_access_code_work(self, session_id: UUID, *, lease_seconds: int) -> int | None:
+        attempt = await self._rpc(
+            "qwip_claim_access_code_work",
+            {"p_session_id": str(session_id), "p_lease_seconds": lease_seconds},
+        )
+        # null: another replica holds the lease, or a retry delay runs
+        return None if attempt is None else _expect(attempt, int, "qwip_claim_access_code_work")
+
+    async def retry_access_code_work(self, session_id: UUID, *, retry_in_seconds: float) -> None:
+        await self._rpc(
+            "qwip_retry_access_code_work",
+            {"p_session_id": str(session_id), "p_retry_in_seconds": retry_in_seconds},
+        )
+
+    async def record_access_code(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool:
+        recorded = await self._rpc(
+            "qwip_record_access_code",
+            {
+                "p_session_id": str(session_id),
+                "p_access_code_id": access_code_id,
+                "p_status": status,
+            },
+        )
+        return _expect(recorded, bool, "qwip_record_access_code")
+
+    async def update_access_code_status(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool:
+        updated = await self._rpc(
+            "qwip_update_access_code_status",
+            {
+                "p_session_id": str(session_id),
+                "p_access_code_id": access_code_id,
+                "p_status": status,
+            },
+        )
+        return _expect(updated, bool, "qwip_update_access_code_status")
+
+    async def fail_access_code(self, session_id: UUID) -> bool:
+        failed = await self._rpc("qwip_fail_access_code", {"p_session_id": str(session_id)})
+        return _expect(failed, bool, "qwip_fail_access_code")
+
     # Stripe events
 
     async def is_event_processed(self, event_id: str) -> bool:
