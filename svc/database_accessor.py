@@ -731,7 +731,7 @@ class SupabaseDatabase:
                 raise
             logger.error(
                 "database.schema_missing code=%s message=%s: apply "
-                "supabase/migrations/0001_init.sql to the project",
+                "supabase/migrations/*.sql to the project, in order",
                 error.code,
                 error.message,
             )

@@ -1003,7 +1003,7 @@ async def test_a_project_without_the_migration_is_unavailable_and_says_so(
     code = json.loads(missing.content)["code"]
     assert [record.getMessage() for record in caplog.records] == [
         f"database.schema_missing code={code} message={message}: apply "
-        "supabase/migrations/0001_init.sql to the project"
+        "supabase/migrations/*.sql to the project, in order"
     ]
 
 
