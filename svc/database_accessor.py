@@ -117,7 +117,7 @@ class Database(Protocol):
 
     async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]: ...
 
-    # Access codes on smart locks
+    # Access codes on smart locks: each rule is a function of 0002_access_code_work.sql
 
     async def list_access_code_work(self, *, limit: int) -> list[UUID]: ...
 
@@ -487,88 +487,39 @@ class PostgresDatabase:
     # Access codes on smart locks
 
     async def list_access_code_work(self, *, limit: int) -> list[UUID]:
-        """Sessions whose code must go onto their pod's lock, or come off it, or whose
-        giving up was left half-done; none whose lease (or retry delay) is still running."""
-        rows = await self._fetch(
-            """select s.id from pod_sessions s join pods p on p.id = s.pod_id
-               where (s.access_code_locked_until is null or s.access_code_locked_until < now())
-                 and ((s.end_time is null and s.access_code_id is null
-                       and s.access_code_status is null and p.seam_device_id is not null)
-                   or (s.end_time is not null and s.access_code_id is not null
-                       and s.access_code_status is distinct from 'removed'
-                       and s.access_code_status is distinct from 'expired')
-                   or (s.access_code_status = 'failed'
-                       and (s.end_time is null or s.payment_status = 'pending')))
-               order by s.start_time limit $1""",
-            limit,
-        )
-        return [row["id"] for row in rows]
+        ids: list[UUID] = await self._fetchval("select qwip_list_access_code_work($1)", limit)
+        return ids
 
     async def claim_access_code_work(self, session_id: UUID, *, lease_seconds: int) -> int | None:
-        """The lease on a session's lock work: this attempt's number, or None while another
-        replica holds it (or a retry delay runs)."""
         attempt: int | None = await self._fetchval(
-            """update pod_sessions
-               set access_code_locked_until = now() + make_interval(secs => $2),
-                   access_code_attempts = access_code_attempts + 1
-               where id = $1
-                 and (access_code_locked_until is null or access_code_locked_until < now())
-               returning access_code_attempts""",
-            session_id,
-            lease_seconds,
+            "select qwip_claim_access_code_work($1, $2)", session_id, lease_seconds
         )
         return attempt
 
     async def retry_access_code_work(self, session_id: UUID, *, retry_in_seconds: float) -> None:
         await self._execute(
-            "update pod_sessions "
-            "set access_code_locked_until = now() + make_interval(secs => $2) where id = $1",
-            session_id,
-            retry_in_seconds,
+            "select qwip_retry_access_code_work($1, $2)", session_id, retry_in_seconds
         )
 
     async def record_access_code(
         self, session_id: UUID, *, access_code_id: str, status: str
     ) -> bool:
-        """Keep the id of the code made on the lock; false if the session has one already
-        or was given up on meanwhile."""
-        result = await self._execute(
-            """update pod_sessions
-               set access_code_id = $2, access_code_status = $3,
-                   access_code_attempts = 0, access_code_locked_until = null
-               where id = $1 and access_code_id is null
-                 and access_code_status is distinct from 'failed'""",
-            session_id,
-            access_code_id,
-            status,
+        recorded: bool = await self._fetchval(
+            "select qwip_record_access_code($1, $2, $3)", session_id, access_code_id, status
         )
-        return result == "UPDATE 1"
+        return recorded
 
     async def update_access_code_status(
         self, session_id: UUID, *, access_code_id: str, status: str
     ) -> bool:
-        """A newer status of the same code; a code taken off (or expired) stays so."""
-        result = await self._execute(
-            """update pod_sessions set access_code_status = $3
-               where id = $1 and access_code_id = $2
-                 and access_code_status is distinct from 'removed'
-                 and access_code_status is distinct from 'expired'""",
-            session_id,
-            access_code_id,
-            status,
+        updated: bool = await self._fetchval(
+            "select qwip_update_access_code_status($1, $2, $3)", session_id, access_code_id, status
         )
-        return result == "UPDATE 1"
+        return updated
 
     async def fail_access_code(self, session_id: UUID) -> bool:
-        """Give up putting the code on the lock: true for the one caller that did, while the
-        session is open and has no code on its lock."""
-        result = await self._execute(
-            """update pod_sessions set access_code_status = 'failed'
-               where id = $1 and end_time is null
-                 and access_code_id is null and access_code_status is null""",
-            session_id,
-        )
-        return result == "UPDATE 1"
+        failed: bool = await self._fetchval("select qwip_fail_access_code($1)", session_id)
+        return failed
 
     # Stripe events
 
@@ -780,7 +731,7 @@ class SupabaseDatabase:
                 raise
             logger.error(
                 "database.schema_missing code=%s message=%s: apply "
-                "supabase/migrations/0001_init.sql to the project",
+                "supabase/migrations/*.sql to the project, in order",
                 error.code,
                 error.message,
             )
@@ -956,6 +907,55 @@ class SupabaseDatabase:
 
     async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
         return await self._session_ids("qwip_list_overdue_sessions", {"p_max_minutes": max_minutes})
+
+    # Access codes on smart locks
+
+    async def list_access_code_work(self, *, limit: int) -> list[UUID]:
+        return await self._session_ids("qwip_list_access_code_work", {"p_limit": limit})
+
+    async def claim_access_code_work(self, session_id: UUID, *, lease_seconds: int) -> int | None:
+        attempt = await self._rpc(
+            "qwip_claim_access_code_work",
+            {"p_session_id": str(session_id), "p_lease_seconds": lease_seconds},
+        )
+        # null: another replica holds the lease, or a retry delay runs
+        return None if attempt is None else _expect(attempt, int, "qwip_claim_access_code_work")
+
+    async def retry_access_code_work(self, session_id: UUID, *, retry_in_seconds: float) -> None:
+        await self._rpc(
+            "qwip_retry_access_code_work",
+            {"p_session_id": str(session_id), "p_retry_in_seconds": retry_in_seconds},
+        )
+
+    async def record_access_code(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool:
+        recorded = await self._rpc(
+            "qwip_record_access_code",
+            {
+                "p_session_id": str(session_id),
+                "p_access_code_id": access_code_id,
+                "p_status": status,
+            },
+        )
+        return _expect(recorded, bool, "qwip_record_access_code")
+
+    async def update_access_code_status(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool:
+        updated = await self._rpc(
+            "qwip_update_access_code_status",
+            {
+                "p_session_id": str(session_id),
+                "p_access_code_id": access_code_id,
+                "p_status": status,
+            },
+        )
+        return _expect(updated, bool, "qwip_update_access_code_status")
+
+    async def fail_access_code(self, session_id: UUID) -> bool:
+        failed = await self._rpc("qwip_fail_access_code", {"p_session_id": str(session_id)})
+        return _expect(failed, bool, "qwip_fail_access_code")
 
     # Stripe events
 

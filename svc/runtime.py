@@ -10,6 +10,7 @@ from svc import local_mode, payments_manager, seam_accessor
 from svc.bookings import Outbox, Services
 from svc.database_accessor import (
     Database,
+    DatabaseUnavailable,
     PodNameTaken,
     PostgresDatabase,
     SupabaseDatabase,
@@ -39,7 +40,7 @@ async def database_url(settings: Settings, stack: AsyncExitStack) -> tuple[str, 
         return dsn, f"embedded Postgres, data in {data_dir / 'pgdata'}"
     raise ConfigurationError(
         "SUPABASE_URL and SUPABASE_KEY reach the project over its HTTP API, which cannot run "
-        "SQL: apply supabase/migrations/0001_init.sql in the project's SQL editor or with "
+        "SQL: apply supabase/migrations/*.sql, in order, in the project's SQL editor or with "
         "`supabase db push`, or set DATABASE_URL to the project's connection string"
     )
 

@@ -305,7 +305,7 @@ LOCKED_POD = NewPod(
 
 
 async def test_a_code_to_put_on_a_lock_is_leased_to_one_worker_at_a_time(
-    db: PostgresDatabase,
+    db: Database,
 ) -> None:
     plain = await db.insert_pod(POD)
     await db.start_session(start_request(plain.id, setup_intent="seti_plain"))
@@ -338,7 +338,7 @@ async def test_a_code_to_put_on_a_lock_is_leased_to_one_worker_at_a_time(
     assert await db.claim_access_code_work(session_id, lease_seconds=60) == 1
 
 
-async def test_an_ended_session_lists_its_code_until_it_is_removed(db: PostgresDatabase) -> None:
+async def test_an_ended_session_lists_its_code_until_it_is_removed(db: Database) -> None:
     locked = await db.insert_pod(LOCKED_POD)
     request = start_request(locked.id)
     await db.start_session(request)
@@ -358,7 +358,7 @@ async def test_an_ended_session_lists_its_code_until_it_is_removed(db: PostgresD
 
 
 async def test_giving_up_on_a_code_happens_once_and_is_listed_until_settled(
-    db: PostgresDatabase,
+    db: Database,
 ) -> None:
     locked = await db.insert_pod(LOCKED_POD)
     request = start_request(locked.id)
@@ -383,7 +383,7 @@ async def test_giving_up_on_a_code_happens_once_and_is_listed_until_settled(
     assert (session.access_code_id, session.access_code_status) == (None, "failed")
 
 
-async def test_a_code_with_a_session_on_it_is_not_given_up(db: PostgresDatabase) -> None:
+async def test_a_code_with_a_session_on_it_is_not_given_up(db: Database) -> None:
     locked = await db.insert_pod(LOCKED_POD)
     request = start_request(locked.id)
     await db.start_session(request)
@@ -586,17 +586,23 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
     finally:
         await connection.close()
     assert [row["function"] for row in rows] == [
+        "qwip_claim_access_code_work(uuid,integer)",
         "qwip_claim_charge(uuid,integer)",
         "qwip_claim_emails(integer,integer)",
         "qwip_close_session(uuid,integer)",
+        "qwip_fail_access_code(uuid)",
         "qwip_get_session(uuid,text)",
+        "qwip_list_access_code_work(integer)",
         "qwip_list_overdue_sessions(integer)",
         "qwip_list_unsettled_sessions(integer)",
         "qwip_postpone_email(bigint,integer,text)",
         "qwip_queue_emails(jsonb)",
+        "qwip_record_access_code(uuid,text,text)",
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_payment(uuid,text,text,text,jsonb,text,text)",
+        "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,jsonb,jsonb)",
+        "qwip_update_access_code_status(uuid,text,text)",
     ]
     assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [
         (False, False, True)

@@ -236,7 +236,7 @@ async def test_readyz_is_503_and_says_why_when_the_project_lacks_the_schema(
     assert (response.status_code, response.json()) == (503, UNAVAILABLE)
     assert (
         'database.schema_missing code=42P01 message=relation "pods" does not exist: apply '
-        "supabase/migrations/0001_init.sql to the project"
+        "supabase/migrations/*.sql to the project, in order"
     ) in [record.getMessage() for record in caplog.records]
 
 
@@ -290,6 +290,6 @@ async def test_db_init_on_supabase_says_how_to_apply_the_schema(
     assert (code, stdout) == (1, "")
     assert stderr == (
         "error: SUPABASE_URL and SUPABASE_KEY reach the project over its HTTP API, which cannot "
-        "run SQL: apply supabase/migrations/0001_init.sql in the project's SQL editor or with "
+        "run SQL: apply supabase/migrations/*.sql, in order, in the project's SQL editor or with "
         "`supabase db push`, or set DATABASE_URL to the project's connection string\n"
     )

@@ -1,7 +1,7 @@
 """The Supabase backend against a real project, when SUPABASE_TEST_URL and SUPABASE_TEST_KEY
 name one: its PostgREST, its roles and its row level security, not a stand-in.
 
-Use a throwaway project with supabase/migrations/0001_init.sql applied and its service-role
+Use a throwaway project with every file of supabase/migrations/ applied and its service-role
 (secret) key. Every row the test writes carries a random tag and is deleted at the end.
 SUPABASE_TEST_ANON_KEY, when also set, checks that the anon key reads and runs nothing.
 """

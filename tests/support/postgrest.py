@@ -129,7 +129,8 @@ class PostgrestOnPostgres:
         if returns_set:
             sql = f"select coalesce(json_agg(_r), '[]')::text from {call} _r"
         else:
-            sql = f"select to_json({call})::text"
+            # PostgREST answers a function's null as the JSON `null`, not an empty body.
+            sql = f"select coalesce(to_json({call})::text, 'null')"
         return _json(200, await self._query(sql))
 
     async def _fetch_shape(self, function: str) -> tuple[bool, bool] | None:

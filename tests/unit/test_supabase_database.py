@@ -638,6 +638,122 @@ async def test_list_overdue_sessions(connect: Connect) -> None:
     )
 
 
+# Access codes on smart locks
+
+
+def json_null() -> httpx.Response:
+    """What PostgREST answers when a function returns null."""
+    return httpx.Response(200, content=b"null", headers={"content-type": "application/json"})
+
+
+async def test_list_access_code_work(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [str(SESSION)]), rows(200, []))
+    assert await database.list_access_code_work(limit=20) == [SESSION]
+    assert await database.list_access_code_work(limit=20) == []
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_access_code_work",
+        body={"p_limit": 20},
+    )
+
+
+async def test_claim_access_code_work(connect: Connect) -> None:
+    database, fake = await connect(rows(200, 3), json_null())
+    assert await database.claim_access_code_work(SESSION, lease_seconds=120) == 3
+    # null: another replica holds the lease, or a retry delay runs
+    assert await database.claim_access_code_work(SESSION, lease_seconds=120) is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_claim_access_code_work",
+        body={"p_session_id": str(SESSION), "p_lease_seconds": 120},
+    )
+
+
+async def test_a_claim_answering_the_wrong_shape_is_an_error(connect: Connect) -> None:
+    database, _ = await connect(rows(200, "3"))
+    with pytest.raises(
+        TypeError, match=r"^qwip_claim_access_code_work: expected int from PostgREST, got '3'$"
+    ):
+        await database.claim_access_code_work(SESSION, lease_seconds=120)
+
+
+async def test_retry_access_code_work(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.retry_access_code_work(SESSION, retry_in_seconds=2.5) is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_retry_access_code_work",
+        body={"p_session_id": str(SESSION), "p_retry_in_seconds": 2.5},
+    )
+
+
+async def test_record_access_code(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.record_access_code(SESSION, access_code_id="ac_1", status="setting")
+    assert not await database.record_access_code(SESSION, access_code_id="ac_2", status="unset")
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_access_code",
+        body={"p_session_id": str(SESSION), "p_access_code_id": "ac_1", "p_status": "setting"},
+    )
+
+
+async def test_update_access_code_status(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.update_access_code_status(SESSION, access_code_id="ac_1", status="set")
+    assert not await database.update_access_code_status(
+        SESSION, access_code_id="ac_1", status="removed"
+    )
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_update_access_code_status",
+        body={"p_session_id": str(SESSION), "p_access_code_id": "ac_1", "p_status": "set"},
+    )
+
+
+async def test_fail_access_code(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.fail_access_code(SESSION) is True
+    assert await database.fail_access_code(SESSION) is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_fail_access_code",
+        body={"p_session_id": str(SESSION)},
+    )
+
+
+@pytest.mark.parametrize(
+    ("function", "operation"),
+    [
+        (
+            "qwip_record_access_code",
+            lambda db: db.record_access_code(SESSION, access_code_id="ac_1", status="set"),
+        ),
+        (
+            "qwip_update_access_code_status",
+            lambda db: db.update_access_code_status(SESSION, access_code_id="ac_1", status="set"),
+        ),
+        ("qwip_fail_access_code", lambda db: db.fail_access_code(SESSION)),
+    ],
+    ids=["record_access_code", "update_access_code_status", "fail_access_code"],
+)
+async def test_a_lock_rule_answering_no_boolean_is_an_error(
+    connect: Connect,
+    function: str,
+    operation: Callable[[SupabaseDatabase], Awaitable[object]],
+) -> None:
+    database, _ = await connect(json_null())
+    with pytest.raises(TypeError) as raised:
+        await operation(database)
+    assert str(raised.value) == f"{function}: expected bool from PostgREST, got None"
+
+
 # Stripe events
 
 
@@ -761,6 +877,16 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "list_unsettled_sessions": lambda db: db.list_unsettled_sessions(idle_seconds=60),
     "list_overdue_sessions": lambda db: db.list_overdue_sessions(max_minutes=180),
+    "list_access_code_work": lambda db: db.list_access_code_work(limit=20),
+    "claim_access_code_work": lambda db: db.claim_access_code_work(SESSION, lease_seconds=120),
+    "retry_access_code_work": lambda db: db.retry_access_code_work(SESSION, retry_in_seconds=1.0),
+    "record_access_code": lambda db: db.record_access_code(
+        SESSION, access_code_id="ac_1", status="set"
+    ),
+    "update_access_code_status": lambda db: db.update_access_code_status(
+        SESSION, access_code_id="ac_1", status="set"
+    ),
+    "fail_access_code": lambda db: db.fail_access_code(SESSION),
     "is_event_processed": lambda db: db.is_event_processed("evt_1"),
     "record_event": lambda db: db.record_event("evt_1", "x"),
     "queue_emails": lambda db: db.queue_emails([EMAIL]),
@@ -877,7 +1003,7 @@ async def test_a_project_without_the_migration_is_unavailable_and_says_so(
     code = json.loads(missing.content)["code"]
     assert [record.getMessage() for record in caplog.records] == [
         f"database.schema_missing code={code} message={message}: apply "
-        "supabase/migrations/0001_init.sql to the project"
+        "supabase/migrations/*.sql to the project, in order"
     ]
 
 
