@@ -460,7 +460,7 @@ async def test_without_a_seam_key_a_pod_with_a_lock_gets_a_local_code(
         (
             "sessionId=abc",
             422,
-            "sessionId (query): Input should be a valid UUID, invalid length: found 3",
+            "sessionId (query): a session id is a UUID, like the one in the end-session link.",
         ),
     ],
 )
