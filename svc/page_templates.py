@@ -255,6 +255,8 @@ def end_session(session: SessionRecord, preview: SessionPreview, *, settings: Se
   <div class="swap">
     <div id="end-start">
       <button type="button" class="button" id="end-button">End session</button>
+      <p class="hint">Ending stops the clock and turns off the door code. Your card is charged
+        for the time so far, and the receipt is e-mailed to you.</p>
     </div>
     <div id="end-confirm" class="confirm" role="group" aria-labelledby="confirm-text" inert>
       <p id="confirm-text">End your session now? Your card is charged for the time so far.</p>
