@@ -5,12 +5,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: service test lint format env bench install-local install-dev install-bench install-node
+.PHONY: service test lint format env bench install-local install-dev install-bench install-node chromium
 
 service: install-local  ## run the service on http://localhost:8000 (local mode without a .env)
 	$(BIN)/uvicorn svc.main:app --host $(HOST) --port $(PORT) --no-access-log
 
-test: install-dev install-node  ## run every test
+test: install-dev install-node chromium  ## run every test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev  ## ruff, black and mypy, changing nothing
@@ -28,6 +28,18 @@ bench: install-bench  ## measure the service (bench/results.md, bench/latency.pn
 
 env:  ## copy .env.example to .env (never overwrites an existing .env)
 	@if [ -e .env ]; then echo ".env exists; left as it is"; else cp .env.example .env && echo "created .env"; fi
+
+# The browser tests drive Debian's chromium (Playwright downloads no browser here).
+# Installed once, as root; otherwise say how, and the browser tests skip (fail under CI=true).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser tests"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing (sudo apt-get install chromium): the browser tests skip"; \
+	  fi; }
 
 install-local: $(VENV)/.installed-local
 install-dev: $(VENV)/.installed-dev

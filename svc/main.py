@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, RootModel
 
-from svc import bookings, locks, runtime
+from svc import bookings, locks, pages, runtime
 from svc.database_accessor import Database
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -257,6 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
     add_routes(app)
+    pages.install(app)
     return app
 
 

@@ -1,0 +1,183 @@
+"""The built-in pages: the pod list, a pod's booking page and the end-session page.
+
+Server-rendered HTML (`page_templates`) plus small vanilla JavaScript files in
+`svc/static/` that talk to the JSON API. No build step and no inline script, so the
+Content-Security-Policy can allow scripts only from this service and the Stripe.js origin
+in use.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from svc import bookings, page_templates
+from svc.env import Settings
+from svc.models import SessionRecord
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+REAL_STRIPE_JS = "https://js.stripe.com/v3/"
+
+
+@dataclass(frozen=True)
+class StripeJs:
+    """Where the booking page loads Stripe.js from, and which origins that script needs."""
+
+    script_url: str
+    publishable_key: str
+    script_origins: tuple[str, ...]
+    connect_origins: tuple[str, ...]
+    frame_origins: tuple[str, ...]
+    is_emulator: bool
+
+
+def stripe_js(settings: Settings) -> StripeJs:
+    """Real Stripe.js, or the emulator's own when the API is pointed elsewhere.
+
+    Real Stripe.js always talks to api.stripe.com, so with STRIPE_API_BASE set (localstripe)
+    only the emulator's fake Stripe.js, served at `<base>/js.stripe.com/v3/`, can confirm
+    the card with the same server the service uses.
+    """
+    base = settings.stripe_api_base
+    if base is None:
+        return StripeJs(
+            script_url=REAL_STRIPE_JS,
+            publishable_key=settings.stripe_publishable_key,
+            # Stripe's documented needs for Elements; nothing else is allowed.
+            script_origins=("https://js.stripe.com", "https://*.js.stripe.com"),
+            connect_origins=("https://api.stripe.com",),
+            frame_origins=(
+                "https://js.stripe.com",
+                "https://*.js.stripe.com",
+                "https://hooks.stripe.com",
+            ),
+            is_emulator=False,
+        )
+    parts = urlsplit(base)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return StripeJs(
+        script_url=f"{base}/js.stripe.com/v3/",
+        publishable_key=settings.stripe_publishable_key,
+        script_origins=(origin,),
+        connect_origins=(origin,),
+        frame_origins=(origin,),
+        is_emulator=True,
+    )
+
+
+def content_security_policy(stripe: StripeJs | None = None) -> str:
+    """Only this service, plus the Stripe origins on the one page that takes a card."""
+    script = ["'self'", *(stripe.script_origins if stripe else ())]
+    connect = ["'self'", *(stripe.connect_origins if stripe else ())]
+    frame = list(stripe.frame_origins) if stripe else ["'none'"]
+    return "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src {' '.join(script)}",
+            f"connect-src {' '.join(connect)}",
+            f"frame-src {' '.join(frame)}",
+            "style-src 'self'",
+            "img-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def html_page(body: str, *, status_code: int = 200, stripe: StripeJs | None = None) -> Response:
+    return HTMLResponse(
+        body,
+        status_code=status_code,
+        headers={
+            "Content-Security-Policy": content_security_policy(stripe),
+            # The end-session address carries the session's bearer id: never send it on.
+            "Referrer-Policy": "same-origin",
+            "X-Content-Type-Options": "nosniff",
+            # Pod states and running costs change by the second.
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+class StaticAssets(StaticFiles):
+    """The pages' CSS and JavaScript: revalidated on every load (no build step, no hashes)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+async def get_services(request: Request) -> bookings.Services:
+    services: bookings.Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[bookings.Services, Depends(get_services)]
+# Plain strings, checked by the handlers: whatever a link holds, a page answers, never a 422.
+TextQuery = Annotated[str | None, Query()]
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def show_pods(services: ServicesDep) -> Response:
+    """Every pod with its address, price and whether it is free."""
+    pods = await services.db.list_pods()
+    return html_page(page_templates.pod_list(pods))
+
+
+@router.get("/book")
+async def show_booking(
+    services: ServicesDep, podName: TextQuery = None, pod_name: TextQuery = None
+) -> Response:
+    """A pod's booking page: e-mail, card, consent, then the door code."""
+    name = podName or pod_name
+    pod = await services.db.get_pod_by_name(name) if name else None
+    if pod is None:
+        return html_page(page_templates.pod_not_found(name), status_code=404)
+    stripe = stripe_js(services.settings)
+    page = page_templates.booking(
+        pod,
+        settings=services.settings,
+        stripe_script=stripe.script_url,
+        publishable_key=stripe.publishable_key,
+        test_mode=stripe.is_emulator,
+    )
+    return html_page(page, stripe=stripe)
+
+
+@router.get("/end-session")
+async def show_end_session(
+    services: ServicesDep, sessionId: TextQuery = None, session_id: TextQuery = None
+) -> Response:
+    """A session's running cost and End button, or its receipt once ended."""
+    session = await find_session(services, sessionId or session_id)
+    if session is None:
+        return html_page(page_templates.session_not_found(), status_code=404)
+    preview = bookings.preview_of(session, services.settings)
+    return html_page(page_templates.end_session(session, preview, settings=services.settings))
+
+
+async def find_session(services: bookings.Services, raw_id: str | None) -> SessionRecord | None:
+    """The session a link names; a missing or mangled id finds none, like an unknown one."""
+    try:
+        session_id = UUID(raw_id or "")
+    except ValueError:
+        return None
+    return await services.db.get_session_by_id(session_id)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/static", StaticAssets(directory=STATIC_DIR), name="static")

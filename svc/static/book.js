@@ -1,0 +1,123 @@
+// The booking page: save the card with Stripe.js, start the session, show the door code.
+import { api, formatLocalTime, Problem } from "./common.js";
+
+const main = document.getElementById("main");
+const { podName, publishableKey, timezone } = main.dataset;
+const form = document.getElementById("booking-form");
+const email = document.getElementById("email");
+const button = form.querySelector('button[type="submit"]');
+const status = document.getElementById("booking-status");
+const result = document.getElementById("booking-result");
+
+const EMAIL_HELP = "Enter your e-mail address, like name@example.com.";
+
+function say(message, { error = false } = {}) {
+  status.textContent = message;
+  status.classList.toggle("is-error", error);
+}
+
+let stripe = null;
+let card = null;
+try {
+  stripe = Stripe(publishableKey);
+  card = stripe.elements().create("card", {
+    style: { base: { fontSize: "16px", color: "#1f2a2e" } },
+  });
+  card.mount("#card-element");
+} catch {
+  stripe = null;
+  button.disabled = true;
+  say("Card payments could not load. Check your connection and reload the page.", {
+    error: true,
+  });
+}
+
+// Stripe.js answers with its own errors, meant to be shown to the cardholder.
+function cardProblem(error) {
+  if (!error || error instanceof Error || !error.message) {
+    return new Problem("We could not reach the card service. Check your connection and try again.");
+  }
+  if (error.code === "card_declined") {
+    return new Problem(`${error.message} Please try another card.`);
+  }
+  return new Problem(error.message);
+}
+
+async function saveCard(address) {
+  const query = new URLSearchParams({ podName, email: address });
+  let setup;
+  try {
+    setup = await api(`/api/create-setup-intent?${query}`);
+  } catch (problem) {
+    if (problem.status === 422) throw new Problem(EMAIL_HELP);
+    throw problem;
+  }
+  const outcome = await stripe.confirmCardSetup(setup.client_secret, {
+    payment_method: { card, billing_details: { email: address } },
+  });
+  if (outcome.error) throw cardProblem(outcome.error);
+  return setup;
+}
+
+function showBooking(booking) {
+  document.getElementById("result-code").textContent = booking.access_code;
+  document.getElementById("result-pod").textContent = booking.pod_name;
+  document.getElementById("result-start").textContent = formatLocalTime(
+    booking.start_time,
+    timezone,
+  );
+  document.getElementById("result-link").href = booking.end_session_url;
+  // As attributes: the stylesheet hides the inert panel, in browsers without inert too.
+  form.toggleAttribute("inert", true);
+  result.toggleAttribute("inert", false);
+  document.getElementById("result-title").focus();
+}
+
+// A card Stripe has confirmed but whose session has not started yet: when starting it fails
+// for a reason worth retrying (network, 5xx), the retry starts it without saving the card again.
+let confirmedSetup = null;
+let busy = false;
+let booked = false;
+
+function setBusy(on) {
+  busy = on;
+  button.disabled = on || booked;
+  button.setAttribute("aria-busy", String(on));
+  email.readOnly = on;
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (busy || booked || !stripe) return;
+  const address = email.value.trim();
+  if (!email.checkValidity() || !address) {
+    say(EMAIL_HELP, { error: true });
+    email.focus();
+    return;
+  }
+  setBusy(true);
+  try {
+    if (!confirmedSetup) {
+      say("Saving your card…");
+      confirmedSetup = await saveCard(address);
+    }
+    say("Starting your session…");
+    const booking = await api("/api/confirm-booking", {
+      method: "POST",
+      body: {
+        setup_intent_id: confirmedSetup.setup_intent_id,
+        client_secret: confirmedSetup.client_secret,
+      },
+    });
+    booked = true;
+    say("");
+    showBooking(booking);
+  } catch (error) {
+    const problem =
+      error instanceof Problem ? error : new Problem("Something went wrong. Please try again.");
+    if (!problem.retryable) confirmedSetup = null;
+    say(problem.message, { error: true });
+  } finally {
+    setBusy(false);
+  }
+});

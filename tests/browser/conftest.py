@@ -1,0 +1,145 @@
+"""A real browser against the service running as a real process.
+
+Debian's chromium, driven by Playwright's async API. One API style only: a sync Playwright
+session leaves an event loop running on the main thread, which breaks every pytest-asyncio
+test that runs after it. The browser and these tests share pytest-asyncio's session loop,
+and the browser starts once per test run.
+
+The service runs in local mode against localstripe, the test SMTP server and a database of
+its own, so that its background work never touches the rows of the other tests.
+"""
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, async_playwright
+
+from svc.database_accessor import PostgresDatabase, apply_migrations
+from svc.models import NewPod
+from tests.conftest import free_port, reset_tables, unavailable, with_database
+from tests.integration.conftest import OPERATOR, WEBHOOK_SECRET
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, PHONE, OpenTab, Tab
+from tests.support.mail import Mailbox
+from tests.support.processes import ServiceProcess, clean_environment
+
+# Dear enough that the running cost moves within a second or two of watching it.
+POD1 = NewPod(name="pod1", address="1 Demo Street, London", price=Decimal("0.50"), currency="gbp")
+POD2 = NewPod(name="pod2", address="2 Side Road, London", price=Decimal("0.10"), currency="gbp")
+
+
+@pytest.fixture(scope="session")
+def browser_database_url(postgres_server_url: str) -> Iterator[str]:
+    name = f"qwip_browser_{secrets.token_hex(4)}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(postgres_server_url, timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f'create database "{name}"'))
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable(f"Postgres at TEST_DATABASE_URL is unreachable: {error}")
+    url = with_database(postgres_server_url, name)
+    asyncio.run(apply_migrations(url))
+    yield url
+    asyncio.run(admin(f'drop database if exists "{name}" with (force)'))
+
+
+@pytest.fixture(scope="module")
+def service(
+    browser_database_url: str,
+    localstripe_url: str,
+    smtp_server: Mailbox,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceProcess]:
+    """`uvicorn svc.main:app` in local mode, which the browser reaches over HTTP."""
+    folder = tmp_path_factory.mktemp("service")
+    port = free_port()
+    env = clean_environment(
+        APP_ENV="local",
+        DATABASE_URL=browser_database_url,
+        STRIPE_SECRET="sk_test_qwip",
+        STRIPE_PUBLISHABLE_KEY="pk_test_qwip",
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STRIPE_API_BASE=localstripe_url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp_server.port),
+        SMTP_SECURITY="none",
+        EMAIL_FROM="pods@qwip.test",
+        OPERATOR_EMAIL=OPERATOR,
+        PUBLIC_URL=f"http://127.0.0.1:{port}",
+        OUTBOX_DIR=str(folder / "outbox"),
+        LOCAL_DATA_DIR=str(folder / "local"),
+        # A stay of a few seconds is charged, as a longer one would be.
+        MINIMUM_CHARGE_PENCE="1",
+        BACKGROUND_INTERVAL_SECONDS="0.2",
+        EMAIL_RETRY_BASE_SECONDS="0.2",
+    )
+    # A folder of its own as the working directory: a developer's .env is not read.
+    process = ServiceProcess(port, env, cwd=folder, log=folder / "service.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def shop(
+    service: ServiceProcess, browser_database_url: str
+) -> AsyncIterator[PostgresDatabase]:
+    """The service's database, emptied, with pod1 and pod2: to see what the pages did."""
+    await reset_tables(browser_database_url)
+    db = await PostgresDatabase.connect(browser_database_url, pool_size=2)
+    await db.insert_pod(POD1)
+    await db.insert_pod(POD2)
+    yield db
+    await db.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(
+            f"no chromium at {CHROMIUM}; `make test` installs it (apt-get install chromium)"
+        )
+    async with async_playwright() as playwright:
+        # Debian's own chromium: nothing is downloaded.
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_tab(browser: Browser) -> AsyncIterator[OpenTab]:
+    """Opens tabs, each in a fresh context (no shared cookies or storage), phone-sized."""
+    contexts: list[BrowserContext] = []
+
+    async def open_one() -> Tab:
+        context = await browser.new_context(viewport=PHONE, device_scale_factor=1)
+        contexts.append(context)
+        tab = Tab(await context.new_page())
+        await context.expose_function(
+            "qwipReportViolation", lambda text: tab.problems.append(f"CSP violation: {text}")
+        )
+        await context.add_init_script(
+            "document.addEventListener('securitypolicyviolation', (e) => "
+            "window.qwipReportViolation(`${e.violatedDirective} ${e.blockedURI}`));"
+        )
+        tab.page.on("console", lambda message: tab.on_console(message.type, message.text))
+        tab.page.on("pageerror", lambda error: tab.problems.append(f"page error: {error}"))
+        tab.page.on("request", lambda request: tab.requests.append(request.url))
+        return tab
+
+    yield open_one
+    for context in contexts:
+        await context.close()
