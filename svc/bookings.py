@@ -11,7 +11,7 @@ import logging
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from uuid import UUID, uuid4
 
 import stripe
@@ -175,7 +175,9 @@ def session_cost_pence(session: SessionRecord, settings: Settings) -> int:
 
 def preview_of(session: SessionRecord, settings: Settings) -> SessionPreview:
     pence = session_cost_pence(session, settings)
-    return SessionPreview(
+    # Built unvalidated: every value is already of its field's type (a typed record, our
+    # own arithmetic), and this is the busiest answer the service gives.
+    return SessionPreview.model_construct(
         session_id=session.id,
         pod_name=session.pod_name,
         start_time=session.start_time,
@@ -452,9 +454,12 @@ async def end_session(services: Services, session_id: UUID) -> EndSessionResult:
         services.lock_work.wake()
     session = await find_session(db, session_id)
     if session.cost_pence is None:
-        await db.set_session_cost(session_id, session_cost_pence(session, settings))
-        # Another caller may have recorded it first; theirs is the one that counts.
-        session = await find_session(db, session_id)
+        cost = session_cost_pence(session, settings)
+        if await db.set_session_cost(session_id, cost):
+            session = replace(session, cost_pence=cost)
+        else:
+            # Another caller recorded it first; theirs is the one that counts.
+            session = await find_session(db, session_id)
     if session.state is SessionState.SETTLED:
         return result_of(session)
     return result_of(await settle(services, session))
@@ -466,10 +471,9 @@ async def settle(services: Services, session: SessionRecord) -> SessionRecord:
     assert session.cost_pence is not None
     cost = session.cost_pence
     if cost < settings.MINIMUM_CHARGE_PENCE:
-        await _record(
+        return await _record(
             services, session, payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
         )
-        return await find_session(db, session.id)
 
     deadline = time.monotonic() + CHARGE_WAIT_SECONDS
     while not await db.claim_charge(session.id, lease_seconds=settings.CHARGE_LEASE_SECONDS):
@@ -496,13 +500,13 @@ async def settle(services: Services, session: SessionRecord) -> SessionRecord:
     if outcome.status is PaymentStatus.PENDING:
         await db.release_charge(session.id)
         return await find_session(db, session.id)
-    await _record(services, session, outcome)
-    return await find_session(db, session.id)
+    return await _record(services, session, outcome)
 
 
 async def _record(
     services: Services, session: SessionRecord, outcome: payments_manager.ChargeOutcome
-) -> None:
+) -> SessionRecord:
+    """Record the outcome (or find the one recorded first) and return the settled session."""
     assert session.cost_pence is not None
     emails = email_manager.settlement_emails(
         session,
@@ -518,51 +522,63 @@ async def _record(
         error=outcome.error,
         emails=emails,
     )
-    if recorded == "recorded":
-        services.outbox.wake()
-        logger.info(
-            "session.settled session=%s status=%s pence=%s",
-            short_id(session.id),
-            outcome.status,
-            session.cost_pence,
-        )
+    if recorded != "recorded":
+        # Stripe's event (or another caller) got there first: what it recorded counts.
+        return await find_session(services.db, session.id)
+    services.outbox.wake()
+    logger.info(
+        "session.settled session=%s status=%s pence=%s",
+        short_id(session.id),
+        outcome.status,
+        session.cost_pence,
+    )
+    # What the database now holds, without asking it again (qwip_record_payment's update).
+    return replace(
+        session,
+        payment_status=outcome.status,
+        payment_intent_id=outcome.payment_intent_id or session.payment_intent_id,
+        payment_error=outcome.error,
+    )
 
 
 # Background work: every replica runs it; the database hands each item to one of them.
 
 
 async def deliver_due_emails(services: Services) -> int:
-    """Send what is due, concurrently; each message is leased to this replica while it sends."""
+    """Send what is due; each message is leased to this replica while it sends."""
     settings = services.settings
-    # Long enough for one SMTP attempt; short enough that a crashed replica's messages
+    # Long enough for one round of SMTP; short enough that a crashed replica's messages
     # are picked up by another one soon.
     lease = math.ceil(settings.SMTP_TIMEOUT_SECONDS * 2 + 5)
     emails = await services.db.claim_emails(limit=EMAIL_BATCH, lease_seconds=lease)
-    await asyncio.gather(*(_deliver(services, email) for email in emails))
+    if emails:
+        failures = await services.mailer.send_all(emails)
+        for email, failure in zip(emails, failures, strict=True):
+            await _note_delivery(services, email, failure)
     return len(emails)
 
 
-async def _deliver(services: Services, email: OutboxEmail) -> None:
-    try:
-        await services.mailer.send(email)
-    except EmailNotSent as error:
-        delay = min(
-            services.settings.EMAIL_RETRY_BASE_SECONDS * 2 ** (email.attempts - 1),
-            EMAIL_MAX_RETRY_SECONDS,
-        )
-        logger.warning(
-            "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
-            email.kind,
-            email.attempts,
-            delay,
-            error,
-        )
-        await services.db.mark_email_failed(
-            email.id, retry_in_seconds=math.ceil(delay), error=str(error)
-        )
-    else:
+async def _note_delivery(
+    services: Services, email: OutboxEmail, failure: EmailNotSent | None
+) -> None:
+    if failure is None:
         await services.db.mark_email_sent(email.id)
         logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
+        return
+    delay = min(
+        services.settings.EMAIL_RETRY_BASE_SECONDS * 2 ** (email.attempts - 1),
+        EMAIL_MAX_RETRY_SECONDS,
+    )
+    logger.warning(
+        "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
+        email.kind,
+        email.attempts,
+        delay,
+        failure,
+    )
+    await services.db.mark_email_failed(
+        email.id, retry_in_seconds=math.ceil(delay), error=str(failure)
+    )
 
 
 async def settle_unsettled_sessions(services: Services) -> None:

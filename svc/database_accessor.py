@@ -95,7 +95,9 @@ class Database(Protocol):
 
     async def close_session(self, session_id: UUID, *, max_minutes: int) -> bool: ...
 
-    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> None: ...
+    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
+        """True when this call fixed the cost; False when it was fixed before."""
+        ...
 
     async def claim_charge(self, session_id: UUID, *, lease_seconds: int) -> bool: ...
 
@@ -431,14 +433,15 @@ class PostgresDatabase:
         )
         return found
 
-    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> None:
+    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         # The first computation wins; a later one (another replica, a retry) keeps it.
-        await self._execute(
+        status = await self._execute(
             "update pod_sessions set cost_pence = $2, updated_at = now() "
             "where id = $1 and cost_pence is null and end_time is not null",
             session_id,
             cost_pence,
         )
+        return status == "UPDATE 1"
 
     async def claim_charge(self, session_id: UUID, *, lease_seconds: int) -> bool:
         claimed: bool = await self._fetchval(
@@ -844,18 +847,16 @@ class SupabaseDatabase:
         )
         return _expect(found, bool, "qwip_close_session")
 
-    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> None:
+    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         # The first computation wins; a later one (another replica, a retry) keeps it.
-        await self._send(
+        updated = await self._rows(
             self._client.table("pod_sessions")
-            .update(
-                {"cost_pence": cost_pence, "updated_at": _DATABASE_NOW},
-                returning=ReturnMethod.minimal,
-            )
+            .update({"cost_pence": cost_pence, "updated_at": _DATABASE_NOW})
             .eq("id", str(session_id))
             .is_("cost_pence", "null")
             .not_.is_("end_time", "null")
         )
+        return bool(updated)
 
     async def claim_charge(self, session_id: UUID, *, lease_seconds: int) -> bool:
         claimed = await self._rpc(

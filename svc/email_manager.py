@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 class EmailNotSent(Exception):
     """The message could not be handed over; it stays queued and is tried again."""
+
+
+_SMTP_TROUBLE = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
 # What to queue. Each message has a dedupe key naming its purpose, so it is queued once.
@@ -385,30 +388,60 @@ class Mailer:
         self._settings = settings
 
     async def send(self, email: OutboxEmail) -> None:
-        composed = compose(email, self._settings)
-        if self._settings.uses_smtp:
-            await self._send_smtp(composed, recipient=email.recipient)
-        else:
-            await asyncio.to_thread(self._write_file, email, composed)
+        [failure] = await self.send_all([email])
+        if failure is not None:
+            raise failure
 
-    async def _send_smtp(self, composed: Composed, *, recipient: str) -> None:
+    async def send_all(self, emails: Sequence[OutboxEmail]) -> list[EmailNotSent | None]:
+        """Send each message, over one SMTP connection; what went wrong with each, in order.
+
+        One connection for the lot: a burst of receipts then costs one handshake (and one
+        login to Gmail, which counts them) instead of one each.
+        """
+        composed = [compose(email, self._settings) for email in emails]
+        if not self._settings.uses_smtp:
+            for email, message in zip(emails, composed, strict=True):
+                await asyncio.to_thread(self._write_file, email, message)
+            return [None] * len(emails)
+        return await self._send_smtp(
+            [(email.recipient, message) for email, message in zip(emails, composed, strict=True)]
+        )
+
+    async def _send_smtp(self, messages: list[tuple[str, Composed]]) -> list[EmailNotSent | None]:
         settings = self._settings
         password = settings.EMAIL_PASSWORD.get_secret_value() if settings.EMAIL_PASSWORD else None
+        client = aiosmtplib.SMTP(
+            hostname=settings.SMTP_HOST,
+            port=settings.SMTP_PORT,
+            username=settings.email_sender if password else None,
+            password=password,
+            use_tls=settings.SMTP_SECURITY is SmtpSecurity.SSL,
+            start_tls=settings.SMTP_SECURITY is SmtpSecurity.STARTTLS,
+            timeout=settings.SMTP_TIMEOUT_SECONDS,
+        )
         try:
-            await aiosmtplib.send(
-                composed.raw,
-                sender=settings.email_sender,
-                recipients=[recipient],
-                hostname=settings.SMTP_HOST,
-                port=settings.SMTP_PORT,
-                username=settings.email_sender if password else None,
-                password=password,
-                use_tls=settings.SMTP_SECURITY is SmtpSecurity.SSL,
-                start_tls=settings.SMTP_SECURITY is SmtpSecurity.STARTTLS,
-                timeout=settings.SMTP_TIMEOUT_SECONDS,
-            )
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            raise EmailNotSent(f"{type(error).__name__}: {error}") from error
+            await client.connect()
+        except _SMTP_TROUBLE as error:
+            failure = EmailNotSent(f"{type(error).__name__}: {error}")
+            return [failure] * len(messages)
+        outcomes: list[EmailNotSent | None] = []
+        try:
+            for recipient, message in messages:
+                if not client.is_connected:
+                    outcomes.append(EmailNotSent("SMTPServerDisconnected: connection lost"))
+                    continue
+                try:
+                    await client.sendmail(settings.email_sender, [recipient], message.raw)
+                except _SMTP_TROUBLE as error:
+                    outcomes.append(EmailNotSent(f"{type(error).__name__}: {error}"))
+                else:
+                    outcomes.append(None)
+        finally:
+            try:
+                await client.quit()
+            except _SMTP_TROUBLE:
+                client.close()
+        return outcomes
 
     def _write_file(self, email: OutboxEmail, composed: Composed) -> None:
         folder: Path = self._settings.OUTBOX_DIR

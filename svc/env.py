@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     DATABASE_URL: SecretStr | None = None
     SUPABASE_URL: str | None = None
     SUPABASE_KEY: SecretStr | None = None
-    DATABASE_POOL_SIZE: int = Field(default=10, ge=1, le=100)
+    DATABASE_POOL_SIZE: int = Field(default=5, ge=1, le=100)
     LOCAL_DATA_DIR: Path = Path(".local")
 
     # E-mail

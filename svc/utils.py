@@ -1,7 +1,7 @@
 """Pure helpers: money and time. No I/O here."""
 
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -17,6 +17,12 @@ def elapsed_seconds(start: datetime, end: datetime) -> int:
     return max(0, (end - start) // _ONE_SECOND)
 
 
+# Enough precision that the one division is exact to far below half a penny, whatever
+# the process-wide decimal context says; its methods also spare a context switch per call.
+_MONEY = Context(prec=60, rounding=ROUND_HALF_UP)
+_PENNY = Decimal(1)
+
+
 def compute_cost_pence(
     *, start: datetime, end: datetime, price_per_minute: Decimal, free_minutes: int = 0
 ) -> Pence:
@@ -27,11 +33,11 @@ def compute_cost_pence(
     if price_per_minute < 0 or not price_per_minute.is_finite():
         raise ValueError(f"price per minute must be a non-negative amount, got {price_per_minute}")
     billable = max(0, elapsed_seconds(start, end) - free_minutes * _SECONDS_PER_MINUTE)
-    # Enough precision that the one division is exact to far below half a penny,
-    # whatever the process-wide decimal context says.
-    with localcontext(prec=60):
-        pence = Decimal(billable) * price_per_minute * _MINOR_UNITS_PER_MAJOR / _SECONDS_PER_MINUTE
-        return Pence(int(pence.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+    pence = _MONEY.divide(
+        _MONEY.multiply(Decimal(billable * _MINOR_UNITS_PER_MAJOR), price_per_minute),
+        _SECONDS_PER_MINUTE,
+    )
+    return Pence(int(_MONEY.quantize(pence, _PENNY)))
 
 
 def pence_to_major(pence: int) -> Decimal:

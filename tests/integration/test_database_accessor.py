@@ -295,7 +295,7 @@ async def ended_session(db: Database, cost: int = 263) -> UUID:
     request = start_request(pod.id)
     await db.start_session(request)
     await db.close_session(request.session_id, max_minutes=180)
-    await db.set_session_cost(request.session_id, cost)
+    assert await db.set_session_cost(request.session_id, cost) is True
     return request.session_id
 
 
@@ -393,7 +393,7 @@ async def test_a_code_with_a_session_on_it_is_not_given_up(db: Database) -> None
 
 async def test_first_cost_recorded_is_kept(db: Database) -> None:
     session_id = await ended_session(db, cost=263)
-    await db.set_session_cost(session_id, 999)
+    assert await db.set_session_cost(session_id, 999) is False
     session = await db.get_session_by_id(session_id)
     assert session is not None and session.cost_pence == 263
 

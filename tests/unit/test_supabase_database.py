@@ -533,14 +533,17 @@ async def test_an_rpc_answering_the_wrong_shape_is_an_error(connect: Connect) ->
 
 
 async def test_set_session_cost_only_where_none_is_recorded(connect: Connect) -> None:
-    database, fake = await connect(no_content())
-    assert await database.set_session_cost(SESSION, 263) is None
+    database, fake = await connect(
+        rows(200, [{"id": str(SESSION), "cost_pence": 263}]), rows(200, [])
+    )
+    assert await database.set_session_cost(SESSION, 263) is True
+    assert await database.set_session_cost(SESSION, 999) is False  # fixed before
     assert_request(
         fake.requests[0],
         "PATCH",
         "/rest/v1/pod_sessions",
         [("id", f"eq.{SESSION}"), ("cost_pence", "is.null"), ("end_time", "not.is.null")],
-        prefer="return=minimal",
+        prefer="return=representation",
         body={"cost_pence": 263, "updated_at": "now"},
     )
 
