@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,13 +68,13 @@ def postgres_server_url() -> Iterator[str]:
     server.cleanup()
 
 
-@pytest.fixture(scope="session")
-def database_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh database for this test run, with the schema applied; dropped afterwards."""
-    name = f"qwip_test_{secrets.token_hex(4)}"
+@contextmanager
+def migrated_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new database on the server, with the schema applied; dropped on the way out."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
 
     async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(postgres_server_url, timeout=10)
+        connection = await asyncpg.connect(server_url, timeout=10)
         try:
             await connection.execute(statement)
         finally:
@@ -84,10 +84,19 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
         asyncio.run(admin(f'create database "{name}"'))
     except (OSError, asyncpg.PostgresError) as error:
         unavailable(f"Postgres at TEST_DATABASE_URL is unreachable: {error}")
-    url = with_database(postgres_server_url, name)
-    asyncio.run(apply_migrations(url))
-    yield url
-    asyncio.run(admin(f'drop database if exists "{name}" with (force)'))
+    url = with_database(server_url, name)
+    try:
+        asyncio.run(apply_migrations(url))
+        yield url
+    finally:
+        asyncio.run(admin(f'drop database if exists "{name}" with (force)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database for this test run, with the schema applied; dropped afterwards."""
+    with migrated_database(postgres_server_url, "qwip_test") as url:
+        yield url
 
 
 async def reset_tables(url: str) -> None:

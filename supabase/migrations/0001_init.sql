@@ -408,23 +408,17 @@ $$;
 
 
 -- Only the service may call these: not anon, not signed-in end users.
-do $$
+-- Let only the service call the named functions: not public, not anon, not signed-in end
+-- users; service_role may (the roles exist on Supabase, not on a plain Postgres).
+create or replace function qwip_service_only(p_functions text[])
+returns void
+language plpgsql
+set search_path = public
+as $$
 declare
     v_fn text;
 begin
-    foreach v_fn in array array[
-        'qwip_queue_emails(jsonb)',
-        'qwip_record_event(text, text, jsonb)',
-        'qwip_start_session(text, text, uuid, text, bigint, text, text, text, text, jsonb, jsonb)',
-        'qwip_close_session(uuid, integer)',
-        'qwip_claim_charge(uuid, integer)',
-        'qwip_record_payment(uuid, text, text, text, jsonb, text, text)',
-        'qwip_claim_emails(integer, integer)',
-        'qwip_get_session(uuid, text)',
-        'qwip_list_unsettled_sessions(integer)',
-        'qwip_list_overdue_sessions(integer)',
-        'qwip_postpone_email(bigint, integer, text)'
-    ] loop
+    foreach v_fn in array p_functions loop
         execute format('revoke all on function %s from public', v_fn);
         if exists (select 1 from pg_roles where rolname = 'anon') then
             execute format('revoke all on function %s from anon', v_fn);
@@ -438,3 +432,18 @@ begin
     end loop;
 end;
 $$;
+
+select qwip_service_only(array[
+    'qwip_service_only(text[])',
+    'qwip_queue_emails(jsonb)',
+    'qwip_record_event(text, text, jsonb)',
+    'qwip_start_session(text, text, uuid, text, bigint, text, text, text, text, jsonb, jsonb)',
+    'qwip_close_session(uuid, integer)',
+    'qwip_claim_charge(uuid, integer)',
+    'qwip_record_payment(uuid, text, text, text, jsonb, text, text)',
+    'qwip_claim_emails(integer, integer)',
+    'qwip_get_session(uuid, text)',
+    'qwip_list_unsettled_sessions(integer)',
+    'qwip_list_overdue_sessions(integer)',
+    'qwip_postpone_email(bigint, integer, text)'
+]);

@@ -152,28 +152,11 @@ $$;
 
 
 -- Only the service may call these, as with 0001's functions.
-do $$
-declare
-    v_fn text;
-begin
-    foreach v_fn in array array[
-        'qwip_list_access_code_work(integer)',
-        'qwip_claim_access_code_work(uuid, integer)',
-        'qwip_retry_access_code_work(uuid, double precision)',
-        'qwip_record_access_code(uuid, text, text)',
-        'qwip_update_access_code_status(uuid, text, text)',
-        'qwip_fail_access_code(uuid)'
-    ] loop
-        execute format('revoke all on function %s from public', v_fn);
-        if exists (select 1 from pg_roles where rolname = 'anon') then
-            execute format('revoke all on function %s from anon', v_fn);
-        end if;
-        if exists (select 1 from pg_roles where rolname = 'authenticated') then
-            execute format('revoke all on function %s from authenticated', v_fn);
-        end if;
-        if exists (select 1 from pg_roles where rolname = 'service_role') then
-            execute format('grant execute on function %s to service_role', v_fn);
-        end if;
-    end loop;
-end;
-$$;
+select qwip_service_only(array[
+    'qwip_list_access_code_work(integer)',
+    'qwip_claim_access_code_work(uuid, integer)',
+    'qwip_retry_access_code_work(uuid, double precision)',
+    'qwip_record_access_code(uuid, text, text)',
+    'qwip_update_access_code_status(uuid, text, text)',
+    'qwip_fail_access_code(uuid)'
+]);

@@ -9,20 +9,17 @@ The service runs in local mode against localstripe, the test SMTP server and a d
 its own, so that its background work never touches the rows of the other tests.
 """
 
-import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
-import asyncpg
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
-from svc.database_accessor import PostgresDatabase, apply_migrations
+from svc.database_accessor import PostgresDatabase
 from svc.models import NewPod
-from tests.conftest import free_port, reset_tables, unavailable, with_database
+from tests.conftest import free_port, migrated_database, reset_tables, unavailable
 from tests.integration.conftest import OPERATOR, WEBHOOK_SECRET
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, PHONE, OpenTab, Tab
 from tests.support.mail import Mailbox
@@ -35,23 +32,8 @@ POD2 = NewPod(name="pod2", address="2 Side Road, London", price=Decimal("0.10"),
 
 @pytest.fixture(scope="session")
 def browser_database_url(postgres_server_url: str) -> Iterator[str]:
-    name = f"qwip_browser_{secrets.token_hex(4)}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(postgres_server_url, timeout=10)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    try:
-        asyncio.run(admin(f'create database "{name}"'))
-    except (OSError, asyncpg.PostgresError) as error:
-        unavailable(f"Postgres at TEST_DATABASE_URL is unreachable: {error}")
-    url = with_database(postgres_server_url, name)
-    asyncio.run(apply_migrations(url))
-    yield url
-    asyncio.run(admin(f'drop database if exists "{name}" with (force)'))
+    with migrated_database(postgres_server_url, "qwip_browser") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

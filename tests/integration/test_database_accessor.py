@@ -601,6 +601,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_payment(uuid,text,text,text,jsonb,text,text)",
         "qwip_retry_access_code_work(uuid,double precision)",
+        "qwip_service_only(text[])",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,jsonb,jsonb)",
         "qwip_update_access_code_status(uuid,text,text)",
     ]

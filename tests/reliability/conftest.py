@@ -1,8 +1,6 @@
 """Two replicas of the service (real uvicorn processes) on one Postgres database, with
 localstripe behind a latency proxy and an SMTP server, for the reliability scenarios."""
 
-import asyncio
-import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,9 +14,8 @@ import pytest
 import stripe
 from aiosmtpd.controller import Controller
 
-from svc.database_accessor import apply_migrations
 from svc.local_mode import register_localstripe_webhook, start_localstripe, stop_process
-from tests.conftest import free_port, reset_tables, with_database
+from tests.conftest import free_port, migrated_database, reset_tables
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.mail import Mailbox, start_smtp_server
 from tests.support.processes import ServiceProcess, clean_environment
@@ -111,20 +108,11 @@ class Cluster:
 def cluster(
     postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    folder = tmp_path_factory.mktemp("cluster")
-    name = f"qwip_reliability_{secrets.token_hex(4)}"
+    with migrated_database(postgres_server_url, "qwip_reliability") as database_url:
+        yield from _cluster_on(database_url, tmp_path_factory.mktemp("cluster"))
 
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(postgres_server_url)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
 
-    asyncio.run(admin(f'create database "{name}"'))
-    database_url = with_database(postgres_server_url, name)
-    asyncio.run(apply_migrations(database_url))
-
+def _cluster_on(database_url: str, folder: Path) -> Iterator[Cluster]:
     smtp = Smtp()
     localstripe = Localstripe(folder)
     proxy = LatencyProxy(localstripe.url, free_port()).start()
@@ -165,7 +153,6 @@ def cluster(
         localstripe.stop()
         proxy.stop()
         smtp.stop()
-        asyncio.run(admin(f'drop database if exists "{name}" with (force)'))
 
 
 @pytest.fixture
