@@ -171,6 +171,7 @@ async def fresh(cluster: Cluster) -> AsyncIterator[Cluster]:
     cluster.stripe = sdk(cluster.localstripe.url)
     cluster.proxy.delay_before = 0
     cluster.proxy.delay_after.clear()
+    cluster.proxy.seen.clear()
     yield cluster
 
 

@@ -194,9 +194,13 @@ async def test_5_stripe_down_at_the_end(
     )
     [charge] = await payment_intents_of(fresh.stripe, card.customer_id)
     assert (charge["amount"], charge["status"]) == (263, "succeeded")
+    # Every attempt, during the outage and after, asked Stripe with the session's one key:
+    # had the first answer only been lost, Stripe would return that charge, not make another.
+    keys = [key for method, path, key in fresh.proxy.seen if path == "/v1/payment_intents"]
+    assert len(keys) >= 2 and set(keys) == {f"qwip-session-charge-{session_id}"}, keys
     report(
         "5. Stripe down at the end: 503, session kept unpaid; Stripe back: charged once, "
-        "263p as fixed by the first call"
+        f"263p as fixed by the first call, {len(keys)} attempts with one idempotency key"
     )
 
 

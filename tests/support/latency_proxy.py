@@ -21,6 +21,8 @@ class LatencyProxy:
         # (method, path prefix) -> seconds to hold the upstream's answer back
         self.delay_after: dict[tuple[str, str], float] = {}
         self.requests = 0
+        # (method, path, Idempotency-Key header or None) of every request forwarded
+        self.seen: list[tuple[str, str, str | None]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -73,6 +75,7 @@ class LatencyProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.seen.append((request.method, request.path, request.headers.get("Idempotency-Key")))
         if self.delay_before:
             await asyncio.sleep(self.delay_before)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
