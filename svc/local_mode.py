@@ -5,6 +5,7 @@ requirements-local.txt and are imported only when local mode needs them.
 """
 
 import argparse
+import json
 import logging
 import pickle
 import socket
@@ -155,6 +156,7 @@ def _run_localstripe(
         reindex()
 
     reindex = _index_by_type(resources)
+    _answer_lightly(resources, server)
     resources.Store.dump_to_disk = dump_to_disk
     resources.Store.try_load_from_disk = try_load_from_disk
     if not from_scratch:
@@ -224,6 +226,26 @@ def _index_by_type(resources: Any) -> Callable[[], None]:
             by_type.setdefault(key.split(":", 1)[0], {})[key] = value
 
     return reindex
+
+
+def _answer_lightly(resources: Any, server: Any) -> None:
+    """localstripe indents its JSON, which keeps Python's encoder off its C path, and
+    encodes every event for webhooks before it looks for one that wants it. Answer in
+    compact JSON (the same values), and hand an event on only when a webhook listens."""
+    from aiohttp import web
+    from localstripe import webhooks
+
+    def json_response(*args: Any, **kwargs: Any) -> web.Response:
+        return web.json_response(*args, dumps=lambda x: json.dumps(x, sort_keys=True), **kwargs)
+
+    def schedule_webhook(event: Any) -> None:
+        if any(
+            hook.events is None or event.type in hook.events for hook in webhooks._webhooks.values()
+        ):
+            webhooks.schedule_webhook(event)
+
+    server.json_response = json_response
+    resources.schedule_webhook = schedule_webhook
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,78 @@
+"""What the launcher changes in localstripe leaves what clients and webhooks see intact."""
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from svc.local_mode import register_localstripe_webhook, start_localstripe, stop_process
+from tests.conftest import free_port
+from tests.support.stripe_helpers import CARD_OK, sdk, sign
+
+
+async def test_localstripe_answers_compact_json_and_posts_the_events_a_webhook_wants(
+    tmp_path: Path,
+) -> None:
+    deliveries: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def receive(request: web.Request) -> web.Response:
+        deliveries.put_nowait((request.headers["Stripe-Signature"], await request.read()))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    hook_port, stripe_port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    process = start_localstripe(stripe_port, state_file=tmp_path / "state.pickle", persist=False)
+    base = f"http://localhost:{stripe_port}"
+    try:
+        register_localstripe_webhook(
+            base, url=f"http://127.0.0.1:{hook_port}/hook", secret="whsec_t"
+        )
+        async with httpx.AsyncClient(base_url=base) as http:
+            answer = await http.post(
+                "/v1/customers",
+                data={"email": "ada@example.com"},
+                headers={"Authorization": "Bearer sk_test_x"},
+            )
+        # the same values, without the indentation that kept JSON off its C encoder
+        customer: dict[str, Any] = answer.json()
+        assert answer.text == json.dumps(customer, sort_keys=True)
+
+        stripe = sdk(base)
+        method = await stripe.v1.payment_methods.create_async(
+            params={
+                "type": "card",
+                "card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+            }  # type: ignore[typeddict-item]
+        )
+        await stripe.v1.payment_methods.attach_async(method.id, params={"customer": customer["id"]})
+        intent = await stripe.v1.payment_intents.create_async(
+            params={
+                "amount": 263,
+                "currency": "gbp",
+                "customer": customer["id"],
+                "payment_method": method.id,
+                "confirm": True,
+                "off_session": True,
+            }
+        )
+        # customer.created is not one the webhook wants; the payment's event comes, signed
+        signature, body = await asyncio.wait_for(deliveries.get(), 10)
+        event = json.loads(body)
+        assert (event["type"], event["data"]["object"]["id"]) == (
+            "payment_intent.succeeded",
+            intent.id,
+        )
+        timestamp = int(signature.split(",")[0].removeprefix("t="))
+        assert signature == sign(body, "whsec_t", timestamp=timestamp)
+        await asyncio.sleep(1.5)
+        assert deliveries.empty()
+    finally:
+        stop_process(process)
+        await runner.cleanup()
