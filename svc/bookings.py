@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 # How long a second end-session call waits for the first one's charge to finish.
 CHARGE_WAIT_SECONDS = 25.0
 EMAIL_BATCH = 20
+# The e-mail sender starts once nothing new was queued for this long: a burst of bookings
+# or ends is delivered in a few rounds after the burst, over one SMTP connection each,
+# instead of in many small rounds that compete with the requests for the CPU.
+EMAIL_QUIET_SECONDS = 0.02
+LINGER_AT_MOST_SECONDS = 0.5
 EMAIL_MAX_RETRY_SECONDS = 600
 
 
@@ -107,15 +112,28 @@ class Outbox:
     def wake(self) -> None:
         self._event.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, *, quiet: float = 0.0) -> None:
+        """Until woken, or until `timeout` passes. With `quiet`, a wake is followed by a
+        wait until no other came for `quiet` seconds (LINGER_AT_MOST_SECONDS at most): work
+        queued together is done in one round, after the requests that queued it."""
+        if await self._woken(timeout) and quiet:
+            lingering_until = time.monotonic() + LINGER_AT_MOST_SECONDS
+            while time.monotonic() < lingering_until and await self._woken(
+                min(quiet, lingering_until - time.monotonic())
+            ):
+                pass
+
+    async def _woken(self, timeout: float) -> bool:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
         # arrives as the event is set, and the worker then outlives the app's shutdown.
         try:
             async with asyncio.timeout(timeout):
                 await self._event.wait()
         except TimeoutError:
-            pass
-        self._event.clear()
+            return False
+        finally:
+            self._event.clear()
+        return True
 
 
 @dataclass(frozen=True)
@@ -447,19 +465,12 @@ def result_of(session: SessionRecord) -> EndSessionResult:
 async def end_session(services: Services, session_id: UUID) -> EndSessionResult:
     """Fix the end once, charge once, answer every caller with the same figures."""
     db, settings = services.db, services.settings
-    if not await db.close_session(session_id, max_minutes=settings.MAX_SESSION_MINUTES):
+    session = await db.end_session(session_id, max_minutes=settings.MAX_SESSION_MINUTES)
+    if session is None:
         raise SessionNotFound()
     if services.seam is not None:
         # Its code comes off the lock in the background: Seam never holds up the charge.
         services.lock_work.wake()
-    session = await find_session(db, session_id)
-    if session.cost_pence is None:
-        cost = session_cost_pence(session, settings)
-        if await db.set_session_cost(session_id, cost):
-            session = replace(session, cost_pence=cost)
-        else:
-            # Another caller recorded it first; theirs is the one that counts.
-            session = await find_session(db, session_id)
     if session.state is SessionState.SETTLED:
         return result_of(session)
     return result_of(await settle(services, session))
@@ -468,26 +479,38 @@ async def end_session(services: Services, session_id: UUID) -> EndSessionResult:
 async def settle(services: Services, session: SessionRecord) -> SessionRecord:
     """Bring an ended session's payment to an outcome, or leave it pending for a retry."""
     db, settings = services.db, services.settings
-    assert session.cost_pence is not None
-    cost = session.cost_pence
-    if cost < settings.MINIMUM_CHARGE_PENCE:
+    # The cost fixed before (by another caller, or a first try Stripe never answered), or
+    # ours from the session's fixed end: whichever the database holds first counts.
+    cost = session_cost_pence(session, settings)
+    claim = await db.claim_charge(
+        session.id, cost_pence=cost, lease_seconds=settings.CHARGE_LEASE_SECONDS
+    )
+    if claim is None:
+        # Settled meanwhile, by another caller or by Stripe's event.
+        return await find_session(db, session.id)
+    session = replace(session, cost_pence=claim.cost_pence)
+    if claim.cost_pence < settings.MINIMUM_CHARGE_PENCE:
         return await _record(
             services, session, payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
         )
 
     deadline = time.monotonic() + CHARGE_WAIT_SECONDS
-    while not await db.claim_charge(session.id, lease_seconds=settings.CHARGE_LEASE_SECONDS):
+    while not claim.claimed:
         # Someone else is charging this session: wait for their outcome.
+        if time.monotonic() > deadline:
+            return await find_session(db, session.id)
         await asyncio.sleep(0.1)
-        session = await find_session(db, session.id)
-        if session.state is SessionState.SETTLED or time.monotonic() > deadline:
-            return session
+        claim = await db.claim_charge(
+            session.id, cost_pence=cost, lease_seconds=settings.CHARGE_LEASE_SECONDS
+        )
+        if claim is None:
+            return await find_session(db, session.id)
 
     try:
         outcome = await payments_manager.charge_session(
             services.stripe,
             session_id=session.id,
-            amount_pence=cost,
+            amount_pence=claim.cost_pence,
             currency=session.currency,
             customer_id=session.stripe_customer_id,
             payment_method_id=session.stripe_payment_method,
@@ -553,18 +576,18 @@ async def deliver_due_emails(services: Services) -> int:
     emails = await services.db.claim_emails(limit=EMAIL_BATCH, lease_seconds=lease)
     if emails:
         failures = await services.mailer.send_all(emails)
+        sent = [email for email, failure in zip(emails, failures, strict=True) if not failure]
+        if sent:
+            await services.db.mark_emails_sent([email.id for email in sent])
+        for email in sent:
+            logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
         for email, failure in zip(emails, failures, strict=True):
-            await _note_delivery(services, email, failure)
+            if failure is not None:
+                await _postpone(services, email, failure)
     return len(emails)
 
 
-async def _note_delivery(
-    services: Services, email: OutboxEmail, failure: EmailNotSent | None
-) -> None:
-    if failure is None:
-        await services.db.mark_email_sent(email.id)
-        logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
-        return
+async def _postpone(services: Services, email: OutboxEmail, failure: EmailNotSent) -> None:
     delay = min(
         services.settings.EMAIL_RETRY_BASE_SECONDS * 2 ** (email.attempts - 1),
         EMAIL_MAX_RETRY_SECONDS,
@@ -621,4 +644,4 @@ async def run_background_work(services: Services) -> None:
             raise
         except Exception:
             logger.exception("background.error")
-        await services.outbox.wait(interval)
+        await services.outbox.wait(interval, quiet=EMAIL_QUIET_SECONDS)

@@ -34,6 +34,7 @@ from supabase import AsyncClient, AsyncClientOptions, AsyncSupabaseException, ac
 from svc.env import ConfigurationError
 from svc.errors import ServiceError
 from svc.models import (
+    ChargeClaim,
     NewPod,
     OutboxEmail,
     Pod,
@@ -93,13 +94,21 @@ class Database(Protocol):
 
     async def start_session(self, request: StartSessionRequest) -> StartOutcome: ...
 
-    async def close_session(self, session_id: UUID, *, max_minutes: int) -> bool: ...
+    async def end_session(self, session_id: UUID, *, max_minutes: int) -> SessionRecord | None:
+        """Fix the session's end if it is still open (the first call's end counts) and free
+        its pod; the session as it then stands, or None for an unknown id."""
+        ...
 
     async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         """True when this call fixed the cost; False when it was fixed before."""
         ...
 
-    async def claim_charge(self, session_id: UUID, *, lease_seconds: int) -> bool: ...
+    async def claim_charge(
+        self, session_id: UUID, *, cost_pence: int, lease_seconds: int
+    ) -> ChargeClaim | None:
+        """Fix the cost unless it was fixed before, and take the charge lease if free.
+        None once the session is settled (or if it has not ended)."""
+        ...
 
     async def release_charge(self, session_id: UUID) -> None: ...
 
@@ -155,7 +164,7 @@ class Database(Protocol):
 
     async def claim_emails(self, *, limit: int, lease_seconds: int) -> list[OutboxEmail]: ...
 
-    async def mark_email_sent(self, email_id: int) -> None: ...
+    async def mark_emails_sent(self, email_ids: Sequence[int]) -> None: ...
 
     async def mark_email_failed(
         self, email_id: int, *, retry_in_seconds: int, error: str
@@ -241,6 +250,13 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         payment_error=row["payment_error"],
         now=_timestamp(row["now"]),
     )
+
+
+def _charge_claim(row: Mapping[str, Any]) -> ChargeClaim:
+    cost, claimed = row["cost_pence"], row["claimed"]
+    if not isinstance(cost, int) or not isinstance(claimed, bool):
+        raise TypeError(f"expected a cost in pence and a flag, got {dict(row)!r}")
+    return ChargeClaim(cost_pence=cost, claimed=claimed)
 
 
 def _outbox_email(row: Mapping[str, Any]) -> OutboxEmail:
@@ -427,11 +443,11 @@ class PostgresDatabase:
         )
         return _start_outcome(result)
 
-    async def close_session(self, session_id: UUID, *, max_minutes: int) -> bool:
-        found: bool = await self._fetchval(
-            "select qwip_close_session($1, $2)", session_id, max_minutes
+    async def end_session(self, session_id: UUID, *, max_minutes: int) -> SessionRecord | None:
+        row = await self._fetchrow(
+            "select * from qwip_end_session($1, $2)", session_id, max_minutes
         )
-        return found
+        return _session(row) if row else None
 
     async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         # The first computation wins; a later one (another replica, a retry) keeps it.
@@ -443,11 +459,13 @@ class PostgresDatabase:
         )
         return status == "UPDATE 1"
 
-    async def claim_charge(self, session_id: UUID, *, lease_seconds: int) -> bool:
-        claimed: bool = await self._fetchval(
-            "select qwip_claim_charge($1, $2)", session_id, lease_seconds
+    async def claim_charge(
+        self, session_id: UUID, *, cost_pence: int, lease_seconds: int
+    ) -> ChargeClaim | None:
+        row = await self._fetchrow(
+            "select * from qwip_claim_charge($1, $2, $3)", session_id, cost_pence, lease_seconds
         )
-        return claimed
+        return _charge_claim(row) if row else None
 
     async def release_charge(self, session_id: UUID) -> None:
         await self._execute(
@@ -555,11 +573,11 @@ class PostgresDatabase:
         )
         return [_outbox_email(row) for row in rows]
 
-    async def mark_email_sent(self, email_id: int) -> None:
+    async def mark_emails_sent(self, email_ids: Sequence[int]) -> None:
         await self._execute(
             "update email_outbox set sent_at = now(), locked_until = null, last_error = null "
-            "where id = $1",
-            email_id,
+            "where id = any($1::bigint[])",
+            list(email_ids),
         )
 
     async def mark_email_failed(self, email_id: int, *, retry_in_seconds: int, error: str) -> None:
@@ -841,11 +859,12 @@ class SupabaseDatabase:
         )
         return _start_outcome(_expect(result, dict, "qwip_start_session"))
 
-    async def close_session(self, session_id: UUID, *, max_minutes: int) -> bool:
-        found = await self._rpc(
-            "qwip_close_session", {"p_session_id": str(session_id), "p_max_minutes": max_minutes}
+    async def end_session(self, session_id: UUID, *, max_minutes: int) -> SessionRecord | None:
+        rows = await self._rpc(
+            "qwip_end_session", {"p_session_id": str(session_id), "p_max_minutes": max_minutes}
         )
-        return _expect(found, bool, "qwip_close_session")
+        rows = _expect(rows, list, "qwip_end_session")
+        return _session(rows[0]) if rows else None
 
     async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         # The first computation wins; a later one (another replica, a retry) keeps it.
@@ -858,11 +877,19 @@ class SupabaseDatabase:
         )
         return bool(updated)
 
-    async def claim_charge(self, session_id: UUID, *, lease_seconds: int) -> bool:
-        claimed = await self._rpc(
-            "qwip_claim_charge", {"p_session_id": str(session_id), "p_lease_seconds": lease_seconds}
+    async def claim_charge(
+        self, session_id: UUID, *, cost_pence: int, lease_seconds: int
+    ) -> ChargeClaim | None:
+        rows = await self._rpc(
+            "qwip_claim_charge",
+            {
+                "p_session_id": str(session_id),
+                "p_cost_pence": cost_pence,
+                "p_lease_seconds": lease_seconds,
+            },
         )
-        return _expect(claimed, bool, "qwip_claim_charge")
+        rows = _expect(rows, list, "qwip_claim_charge")
+        return _charge_claim(rows[0]) if rows else None
 
     async def release_charge(self, session_id: UUID) -> None:
         await self._send(
@@ -985,14 +1012,14 @@ class SupabaseDatabase:
         )
         return [_outbox_email(row) for row in _expect(rows, list, "qwip_claim_emails")]
 
-    async def mark_email_sent(self, email_id: int) -> None:
+    async def mark_emails_sent(self, email_ids: Sequence[int]) -> None:
         await self._send(
             self._client.table("email_outbox")
             .update(
                 {"sent_at": _DATABASE_NOW, "locked_until": None, "last_error": None},
                 returning=ReturnMethod.minimal,
             )
-            .eq("id", email_id)
+            .in_("id", list(email_ids))
         )
 
     async def mark_email_failed(self, email_id: int, *, retry_in_seconds: int, error: str) -> None:

@@ -131,6 +131,15 @@ class StartOutcome:
     session_id: UUID | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeClaim:
+    """An ended session's cost as fixed (by this caller or an earlier one), and whether
+    this caller holds the charge lease."""
+
+    cost_pence: int
+    claimed: bool
+
+
 # API bodies.
 
 

@@ -195,49 +195,95 @@ end;
 $$;
 
 
+-- Superseded by qwip_end_session and the three-argument qwip_claim_charge below, which
+-- each answer what the caller reads next (one round trip instead of two).
+drop function if exists qwip_close_session(uuid, integer);
+drop function if exists qwip_claim_charge(uuid, integer);
+
+
 -- Fix a session's end once and free its pod. The end is now, or the end of the longest
--- session allowed, whichever is earlier. Returns false for an unknown session.
-create or replace function qwip_close_session(p_session_id uuid, p_max_minutes integer)
-returns boolean
+-- session allowed, whichever is earlier. Returns the session as qwip_get_session does
+-- (after the end is fixed, whoever fixed it); no row for an unknown session.
+create or replace function qwip_end_session(p_session_id uuid, p_max_minutes integer)
+returns table (
+    id uuid,
+    pod_id bigint,
+    pod_name text,
+    pod_address text,
+    seam_device_id text,
+    user_email text,
+    start_time timestamptz,
+    end_time timestamptz,
+    price_per_minute text,
+    currency text,
+    stripe_customer_id text,
+    stripe_payment_method text,
+    setup_intent_id text,
+    access_code text,
+    access_code_id text,
+    access_code_status text,
+    cost_pence integer,
+    payment_intent_id text,
+    payment_status text,
+    payment_error text,
+    now timestamptz
+)
 language plpgsql
 set search_path = public
 as $$
+#variable_conflict use_column
 declare
-    v_session pod_sessions;
+    v_pod_id bigint;
 begin
-    update pod_sessions
-    set end_time = least(now(), start_time + make_interval(mins => p_max_minutes)),
+    update pod_sessions s
+    set end_time = least(now(), s.start_time + make_interval(mins => p_max_minutes)),
         payment_status = 'pending',
         updated_at = now()
-    where id = p_session_id and end_time is null
-    returning * into v_session;
+    where s.id = p_session_id and s.end_time is null
+    returning s.pod_id into v_pod_id;
     if found then
-        update pods set in_use = false where id = v_session.pod_id;
-        return true;
+        update pods set in_use = false where pods.id = v_pod_id;
     end if;
-    return exists (select 1 from pod_sessions where id = p_session_id);
+    return query select * from qwip_get_session(p_session_id => p_session_id);
 end;
 $$;
 
 
--- Take the charge lease of an ended, unsettled session: true for the one caller that
--- may now talk to Stripe; false while another holds it or once the session is settled.
-create or replace function qwip_claim_charge(p_session_id uuid, p_lease_seconds integer)
-returns boolean
-language sql
+-- Fix an ended session's cost (the first caller's figure counts) and take its charge
+-- lease: claimed is true for the one caller that may now talk to Stripe, false while
+-- another holds the lease. No row once the session is settled, or if it has not ended.
+create or replace function qwip_claim_charge(
+    p_session_id uuid,
+    p_cost_pence integer,
+    p_lease_seconds integer
+)
+returns table (cost_pence integer, claimed boolean)
+language plpgsql
 set search_path = public
 as $$
-    with claimed as (
-        update pod_sessions
-        set charge_locked_until = now() + make_interval(secs => p_lease_seconds),
-            updated_at = now()
-        where id = p_session_id
-          and payment_status = 'pending'
-          and cost_pence is not null
-          and (charge_locked_until is null or charge_locked_until < now())
-        returning 1
-    )
-    select exists (select 1 from claimed);
+#variable_conflict use_column
+declare
+    v_locked_until timestamptz;
+begin
+    select s.charge_locked_until into v_locked_until
+    from pod_sessions s
+    where s.id = p_session_id and s.end_time is not null and s.payment_status = 'pending'
+    for update;
+    if not found then
+        return;
+    end if;
+    claimed := v_locked_until is null or v_locked_until < now();
+    update pod_sessions s
+    set cost_pence = coalesce(s.cost_pence, p_cost_pence),
+        charge_locked_until = case
+            when claimed then now() + make_interval(secs => p_lease_seconds)
+            else s.charge_locked_until
+        end,
+        updated_at = now()
+    where s.id = p_session_id
+    returning s.cost_pence into cost_pence;
+    return next;
+end;
 $$;
 
 
@@ -438,8 +484,8 @@ select qwip_service_only(array[
     'qwip_queue_emails(jsonb)',
     'qwip_record_event(text, text, jsonb)',
     'qwip_start_session(text, text, uuid, text, bigint, text, text, text, text, jsonb, jsonb)',
-    'qwip_close_session(uuid, integer)',
-    'qwip_claim_charge(uuid, integer)',
+    'qwip_end_session(uuid, integer)',
+    'qwip_claim_charge(uuid, integer, integer)',
     'qwip_record_payment(uuid, text, text, text, jsonb, text, text)',
     'qwip_claim_emails(integer, integer)',
     'qwip_get_session(uuid, text)',

@@ -7,6 +7,7 @@ whose PostgREST requests the stand-in answers from the same database (tests/supp
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
@@ -21,7 +22,7 @@ from svc.database_accessor import (
     PostgresDatabase,
     apply_migrations,
 )
-from svc.models import NewPod, PodChanges, QueuedEmail, StartSessionRequest
+from svc.models import ChargeClaim, NewPod, PodChanges, QueuedEmail, StartSessionRequest
 from svc.types import PaymentStatus
 from tests.conftest import supabase_over, with_database
 
@@ -207,7 +208,7 @@ async def test_a_recent_code_on_the_same_pod_is_refused(db: Database) -> None:
     pod = await db.insert_pod(POD)
     first = start_request(pod.id, setup_intent="seti_a", code="111111")
     await db.start_session(first)
-    await db.close_session(first.session_id, max_minutes=180)
+    await db.end_session(first.session_id, max_minutes=180)
     clash = await db.start_session(start_request(pod.id, setup_intent="seti_b", code="111111"))
     assert clash.outcome == "code_clash"
     fresh = await db.start_session(start_request(pod.id, setup_intent="seti_b", code="222222"))
@@ -256,20 +257,23 @@ async def test_database_refuses_a_second_open_session_on_a_pod(
         )
 
 
-async def test_close_fixes_the_end_once_and_frees_the_pod(db: Database) -> None:
+async def test_end_fixes_the_end_once_frees_the_pod_and_returns_the_session(
+    db: Database,
+) -> None:
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
     await db.start_session(request)
-    assert await db.close_session(request.session_id, max_minutes=180)
-    first = await db.get_session_by_id(request.session_id)
+    first = await db.end_session(request.session_id, max_minutes=180)
     assert first is not None and first.end_time is not None
     assert first.payment_status is PaymentStatus.PENDING
+    # what it returns is what a read finds afterwards (but for the clock)
+    read = await db.get_session_by_id(request.session_id)
+    assert read is not None and first == replace(read, now=first.now)
     assert (await db.get_pod_by_id(pod.id)).in_use is False  # type: ignore[union-attr]
     await asyncio.sleep(0.01)
-    assert await db.close_session(request.session_id, max_minutes=180)
-    again = await db.get_session_by_id(request.session_id)
+    again = await db.end_session(request.session_id, max_minutes=180)
     assert again is not None and again.end_time == first.end_time
-    assert not await db.close_session(uuid4(), max_minutes=180)
+    assert await db.end_session(uuid4(), max_minutes=180) is None
 
 
 async def test_close_caps_the_end_at_the_longest_session(
@@ -283,7 +287,7 @@ async def test_close_caps_the_end_at_the_longest_session(
         request.session_id,
     )
     assert await db.list_overdue_sessions(max_minutes=180) == [request.session_id]
-    await db.close_session(request.session_id, max_minutes=180)
+    await db.end_session(request.session_id, max_minutes=180)
     session = await db.get_session_by_id(request.session_id)
     assert session is not None and session.end_time is not None
     assert (session.end_time - session.start_time).total_seconds() == 180 * 60
@@ -294,7 +298,7 @@ async def ended_session(db: Database, cost: int = 263) -> UUID:
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
     await db.start_session(request)
-    await db.close_session(request.session_id, max_minutes=180)
+    await db.end_session(request.session_id, max_minutes=180)
     assert await db.set_session_cost(request.session_id, cost) is True
     return request.session_id
 
@@ -346,7 +350,7 @@ async def test_an_ended_session_lists_its_code_until_it_is_removed(db: Database)
     await db.record_access_code(session_id, access_code_id="ac_1", status="unset")
     assert await db.update_access_code_status(session_id, access_code_id="ac_1", status="set")
     assert not await db.update_access_code_status(session_id, access_code_id="ac_9", status="x")
-    await db.close_session(session_id, max_minutes=180)
+    await db.end_session(session_id, max_minutes=180)
     assert await db.list_access_code_work(limit=10) == [session_id]
 
     assert await db.update_access_code_status(session_id, access_code_id="ac_1", status="removed")
@@ -371,7 +375,7 @@ async def test_giving_up_on_a_code_happens_once_and_is_listed_until_settled(
     assert not await db.record_access_code(session_id, access_code_id="ac_1", status="unset")
     # a replica stopped half-way through ending it: the next one finishes the job
     assert await db.list_access_code_work(limit=10) == [session_id]
-    await db.close_session(session_id, max_minutes=180)
+    await db.end_session(session_id, max_minutes=180)
     await db.set_session_cost(session_id, 0)
     assert await db.list_access_code_work(limit=10) == [session_id]
     await db.record_payment(
@@ -401,11 +405,49 @@ async def test_first_cost_recorded_is_kept(db: Database) -> None:
 async def test_one_charge_lease_at_a_time(db: Database) -> None:
     session_id = await ended_session(db)
     claims = await asyncio.gather(
-        *(db.claim_charge(session_id, lease_seconds=60) for _ in range(20))
+        *(db.claim_charge(session_id, cost_pence=999, lease_seconds=60) for _ in range(20))
     )
-    assert claims.count(True) == 1
+    # the cost fixed first is every caller's; one of them holds the lease
+    assert sorted(claims, key=lambda c: c is not None and c.claimed) == (
+        [ChargeClaim(cost_pence=263, claimed=False)] * 19
+        + [ChargeClaim(cost_pence=263, claimed=True)]
+    )
     await db.release_charge(session_id)
-    assert await db.claim_charge(session_id, lease_seconds=60)
+    assert await db.claim_charge(session_id, cost_pence=999, lease_seconds=60) == ChargeClaim(
+        cost_pence=263, claimed=True
+    )
+
+
+async def test_the_first_claim_fixes_the_cost(db: Database) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    # not ended: nothing to charge, nothing fixed
+    assert await db.claim_charge(request.session_id, cost_pence=263, lease_seconds=60) is None
+    await db.end_session(request.session_id, max_minutes=180)
+    claims = await asyncio.gather(
+        *(db.claim_charge(request.session_id, cost_pence=c, lease_seconds=60) for c in (263, 264))
+    )
+    assert {claim.cost_pence for claim in claims if claim} in ({263}, {264})
+    assert sorted(claim.claimed for claim in claims if claim) == [False, True]
+    session = await db.get_session_by_id(request.session_id)
+    assert session is not None and session.cost_pence == claims[0].cost_pence  # type: ignore
+    # an expired lease can be taken again; the cost stays the first one
+    await db.release_charge(request.session_id)
+    again = await db.claim_charge(request.session_id, cost_pence=1, lease_seconds=0)
+    assert again == ChargeClaim(cost_pence=session.cost_pence, claimed=True)  # type: ignore
+    assert await db.claim_charge(request.session_id, cost_pence=1, lease_seconds=60) == (
+        ChargeClaim(cost_pence=session.cost_pence, claimed=True)  # type: ignore
+    )
+    # settled: no charge to claim any more
+    await db.record_payment(
+        request.session_id,
+        status=PaymentStatus.SUCCEEDED,
+        payment_intent_id="pi_1",
+        error=None,
+        emails=[],
+    )
+    assert await db.claim_charge(request.session_id, cost_pence=1, lease_seconds=60) is None
 
 
 async def test_record_payment_moves_pending_once_and_queues_emails(
@@ -474,13 +516,16 @@ async def test_outbox_hands_each_email_to_one_sender(db: Database) -> None:
 
 
 async def test_failed_email_comes_back_after_its_delay(db: Database) -> None:
-    await db.queue_emails([QueuedEmail(dedupe_key="k", kind="x", recipient="a@b.c", payload={})])
-    [email] = await db.claim_emails(limit=5, lease_seconds=60)
+    await db.queue_emails(
+        [QueuedEmail(dedupe_key=k, kind="x", recipient="a@b.c", payload={}) for k in "ab"]
+    )
+    [email, other] = await db.claim_emails(limit=5, lease_seconds=60)
     await db.mark_email_failed(email.id, retry_in_seconds=0, error="smtp down")
-    [again] = await db.claim_emails(limit=5, lease_seconds=60)
-    assert (again.id, again.attempts) == (email.id, 2)
-    await db.mark_email_sent(again.id)
-    assert await db.claim_emails(limit=5, lease_seconds=60) == []
+    await db.mark_email_failed(other.id, retry_in_seconds=0, error="smtp down")
+    again = await db.claim_emails(limit=5, lease_seconds=60)
+    assert {(e.id, e.attempts) for e in again} == {(email.id, 2), (other.id, 2)}
+    await db.mark_emails_sent([e.id for e in again])
+    assert await db.claim_emails(limit=5, lease_seconds=0) == []
 
 
 async def test_event_recorded_once(db: Database) -> None:
@@ -587,9 +632,9 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         await connection.close()
     assert [row["function"] for row in rows] == [
         "qwip_claim_access_code_work(uuid,integer)",
-        "qwip_claim_charge(uuid,integer)",
+        "qwip_claim_charge(uuid,integer,integer)",
         "qwip_claim_emails(integer,integer)",
-        "qwip_close_session(uuid,integer)",
+        "qwip_end_session(uuid,integer)",
         "qwip_fail_access_code(uuid)",
         "qwip_get_session(uuid,text)",
         "qwip_list_access_code_work(integer)",

@@ -188,7 +188,7 @@ async def test_preview_of_an_ended_session_is_fixed(
     client: httpx.AsyncClient, db: PostgresDatabase, sql: asyncpg.Connection, pods: dict[str, int]
 ) -> None:
     session_id = await open_session(db, sql, pods["pod1"], minutes_ago=10)
-    await db.close_session(session_id, max_minutes=180)
+    await db.end_session(session_id, max_minutes=180)
     await db.set_session_cost(session_id, 263)
     first = (await client.get(f"/api/end-session-preview?sessionId={session_id}")).json()
     second = (await client.get(f"/api/end-session-preview?sessionId={session_id}")).json()

@@ -18,7 +18,7 @@ from postgrest import APIError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from svc.database_accessor import InvalidPod, PodNameTaken, SupabaseDatabase
-from svc.models import NewPod, PodChanges, QueuedEmail, StartSessionRequest
+from svc.models import ChargeClaim, NewPod, PodChanges, QueuedEmail, StartSessionRequest
 from svc.types import PaymentStatus
 
 LIVE_URL = os.environ.get("SUPABASE_TEST_URL", "")
@@ -113,11 +113,14 @@ async def test_a_session_from_start_to_payment_on_a_live_project(
     assert (str(session.price_per_minute), session.end_time) == ("0.3000", None)
     assert session.now >= session.start_time
 
-    assert await live.close_session(request.session_id, max_minutes=180)
-    await live.set_session_cost(request.session_id, 263)
-    await live.set_session_cost(request.session_id, 999)
-    assert await live.claim_charge(request.session_id, lease_seconds=60)
-    assert not await live.claim_charge(request.session_id, lease_seconds=60)
+    closed = await live.end_session(request.session_id, max_minutes=180)
+    assert closed is not None and closed.end_time is not None
+    assert await live.claim_charge(request.session_id, cost_pence=263, lease_seconds=60) == (
+        ChargeClaim(cost_pence=263, claimed=True)
+    )
+    assert await live.claim_charge(request.session_id, cost_pence=999, lease_seconds=60) == (
+        ChargeClaim(cost_pence=263, claimed=False)
+    )
     outcome = await live.record_payment(
         request.session_id,
         status=PaymentStatus.SUCCEEDED,
@@ -146,7 +149,7 @@ async def test_the_outbox_on_a_live_project(
     await live.mark_email_failed(mine[0].id, retry_in_seconds=0, error="smtp down")
     again = [e for e in await live.claim_emails(limit=100, lease_seconds=1) if e.dedupe_key == key]
     assert [e.attempts for e in again] == [2]
-    await live.mark_email_sent(again[0].id)
+    await live.mark_emails_sent([again[0].id])
     after = [e for e in await live.claim_emails(limit=100, lease_seconds=1) if e.dedupe_key == key]
     assert after == []
 

@@ -5,8 +5,8 @@ requests `SupabaseDatabase` sends by running the SQL PostgREST runs for them (ro
 `json_agg`, bodies through `json_populate_record`, functions called with named
 arguments), so the behavioural tests exercise the real schema, functions and constraints
 over the Supabase client's real requests. It understands only what the backend uses: the
-`select` (with `::` casts), `order` and `limit` parameters, the `eq`, `is` and `not.is`
-filters, single-row inserts and updates, and `rpc/`; anything else is answered 400, so a
+`select` (with `::` casts), `order` and `limit` parameters, the `eq`, `in`, `is` and
+`not.is` filters, single-row inserts and updates, and `rpc/`; anything else is answered 400, so a
 new kind of request fails loudly instead of being answered wrongly.
 
 Use it as an httpx transport (`httpx.MockTransport(stand_in)`) or serve it on a port
@@ -211,6 +211,9 @@ def _filter(column: str, expression: str) -> str:
         return f"{column} is {value}"
     if operator == "not" and value in ("is.null", "is.true", "is.false"):
         return f"{column} is not {value.removeprefix('is.')}"
+    if operator == "in" and value.startswith("(") and value.endswith(")"):
+        items = [item.strip('"') for item in value[1:-1].split(",")]
+        return f"{column} in ({', '.join(_literal(item) for item in items)})"
     raise Unsupported(f"filter {expression!r}")
 
 

@@ -22,6 +22,7 @@ from svc.database_accessor import (
 )
 from svc.env import ConfigurationError
 from svc.models import (
+    ChargeClaim,
     NewPod,
     OutboxEmail,
     Pod,
@@ -514,22 +515,26 @@ async def test_start_session_is_one_rpc(connect: Connect) -> None:
     )
 
 
-async def test_close_session(connect: Connect) -> None:
-    database, fake = await connect(rows(200, True), rows(200, False))
-    assert await database.close_session(SESSION, max_minutes=180) is True
-    assert await database.close_session(SESSION, max_minutes=180) is False
+async def test_end_session(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [SESSION_ROW]), rows(200, []))
+    assert await database.end_session(SESSION, max_minutes=180) == EXPECTED_SESSION
+    assert await database.end_session(SESSION, max_minutes=180) is None  # unknown
     assert_request(
         fake.requests[0],
         "POST",
-        "/rest/v1/rpc/qwip_close_session",
+        "/rest/v1/rpc/qwip_end_session",
         body={"p_session_id": str(SESSION), "p_max_minutes": 180},
     )
 
 
 async def test_an_rpc_answering_the_wrong_shape_is_an_error(connect: Connect) -> None:
-    database, _ = await connect(no_content())
-    with pytest.raises(TypeError, match=r"^qwip_close_session: expected bool from PostgREST"):
-        await database.close_session(SESSION, max_minutes=180)
+    database, _ = await connect(
+        rows(200, True), rows(200, [{"cost_pence": "263", "claimed": True}])
+    )
+    with pytest.raises(TypeError, match=r"^qwip_end_session: expected list from PostgREST"):
+        await database.end_session(SESSION, max_minutes=180)
+    with pytest.raises(TypeError, match=r"^expected a cost in pence and a flag"):
+        await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120)
 
 
 async def test_set_session_cost_only_where_none_is_recorded(connect: Connect) -> None:
@@ -549,14 +554,23 @@ async def test_set_session_cost_only_where_none_is_recorded(connect: Connect) ->
 
 
 async def test_claim_charge(connect: Connect) -> None:
-    database, fake = await connect(rows(200, True), rows(200, False))
-    assert await database.claim_charge(SESSION, lease_seconds=120) is True
-    assert await database.claim_charge(SESSION, lease_seconds=120) is False
+    database, fake = await connect(
+        rows(200, [{"cost_pence": 263, "claimed": True}]),
+        rows(200, [{"cost_pence": 263, "claimed": False}]),
+        rows(200, []),
+    )
+    assert await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120) == (
+        ChargeClaim(cost_pence=263, claimed=True)
+    )
+    assert await database.claim_charge(SESSION, cost_pence=264, lease_seconds=120) == (
+        ChargeClaim(cost_pence=263, claimed=False)
+    )
+    assert await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120) is None
     assert_request(
         fake.requests[0],
         "POST",
         "/rest/v1/rpc/qwip_claim_charge",
-        body={"p_session_id": str(SESSION), "p_lease_seconds": 120},
+        body={"p_session_id": str(SESSION), "p_cost_pence": 263, "p_lease_seconds": 120},
     )
 
 
@@ -833,14 +847,14 @@ async def test_claim_emails(connect: Connect) -> None:
     )
 
 
-async def test_mark_email_sent(connect: Connect) -> None:
+async def test_mark_emails_sent(connect: Connect) -> None:
     database, fake = await connect(no_content())
-    assert await database.mark_email_sent(5) is None
+    assert await database.mark_emails_sent([5, 6]) is None
     assert_request(
         fake.requests[0],
         "PATCH",
         "/rest/v1/email_outbox",
-        [("id", "eq.5")],
+        [("id", "in.(5,6)")],
         prefer="return=minimal",
         body={"sent_at": "now", "locked_until": None, "last_error": None},
     )
@@ -871,9 +885,9 @@ OPERATIONS: dict[str, Operation] = {
     "get_session_by_id": lambda db: db.get_session_by_id(SESSION),
     "get_session_by_setup_intent": lambda db: db.get_session_by_setup_intent("seti_1"),
     "start_session": lambda db: db.start_session(START),
-    "close_session": lambda db: db.close_session(SESSION, max_minutes=180),
+    "end_session": lambda db: db.end_session(SESSION, max_minutes=180),
     "set_session_cost": lambda db: db.set_session_cost(SESSION, 263),
-    "claim_charge": lambda db: db.claim_charge(SESSION, lease_seconds=120),
+    "claim_charge": lambda db: db.claim_charge(SESSION, cost_pence=263, lease_seconds=120),
     "release_charge": lambda db: db.release_charge(SESSION),
     "record_payment": lambda db: db.record_payment(
         SESSION, status=PaymentStatus.SUCCEEDED, payment_intent_id=None, error=None, emails=[]
@@ -894,7 +908,7 @@ OPERATIONS: dict[str, Operation] = {
     "record_event": lambda db: db.record_event("evt_1", "x"),
     "queue_emails": lambda db: db.queue_emails([EMAIL]),
     "claim_emails": lambda db: db.claim_emails(limit=10, lease_seconds=60),
-    "mark_email_sent": lambda db: db.mark_email_sent(5),
+    "mark_emails_sent": lambda db: db.mark_emails_sent([5]),
     "mark_email_failed": lambda db: db.mark_email_failed(5, retry_in_seconds=1, error="x"),
 }
 
@@ -966,7 +980,7 @@ async def test_a_refused_key_is_unavailable_and_logged_for_the_operator(
         caplog.at_level(logging.ERROR, logger="svc.database_accessor"),
         pytest.raises(DatabaseUnavailable),
     ):
-        await database.claim_charge(SESSION, lease_seconds=120)
+        await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120)
     code = refusal.json().get("code")
     assert [record.getMessage() for record in caplog.records] == [
         f"database.key_refused status={refusal.status_code} code={code}: SUPABASE_KEY must be "
@@ -981,11 +995,11 @@ async def test_a_refused_key_is_unavailable_and_logged_for_the_operator(
             postgrest_error(
                 404,
                 "PGRST202",
-                "Could not find the function public.qwip_claim_charge(p_lease_seconds, "
-                "p_session_id) in the schema cache",
+                "Could not find the function public.qwip_claim_charge(p_cost_pence, "
+                "p_lease_seconds, p_session_id) in the schema cache",
             ),
-            "Could not find the function public.qwip_claim_charge(p_lease_seconds, "
-            "p_session_id) in the schema cache",
+            "Could not find the function public.qwip_claim_charge(p_cost_pence, "
+            "p_lease_seconds, p_session_id) in the schema cache",
         ),
         (
             postgrest_error(404, "42P01", 'relation "public.pod_sessions" does not exist'),
@@ -1002,7 +1016,7 @@ async def test_a_project_without_the_migration_is_unavailable_and_says_so(
         caplog.at_level(logging.ERROR, logger="svc.database_accessor"),
         pytest.raises(DatabaseUnavailable),
     ):
-        await database.claim_charge(SESSION, lease_seconds=120)
+        await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120)
     code = json.loads(missing.content)["code"]
     assert [record.getMessage() for record in caplog.records] == [
         f"database.schema_missing code={code} message={message}: apply "
@@ -1015,7 +1029,7 @@ async def test_a_query_postgrest_refuses_is_not_hidden_as_unavailable(connect: C
         postgrest_error(400, "22P02", 'invalid input syntax for type uuid: "x"')
     )
     with pytest.raises(APIError) as raised:
-        await database.claim_charge(SESSION, lease_seconds=120)
+        await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120)
     assert (raised.value.code, raised.value.message) == (
         "22P02",
         'invalid input syntax for type uuid: "x"',
