@@ -1,9 +1,8 @@
 """An HTTP proxy in front of localstripe that can add latency, or play dead upstream.
 
-It runs its own event loop in a thread, so the tests' (and the benchmark's) loops stay free.
+It runs its own event loop in a thread, so the tests' loops stay free.
 """
 
-import argparse
 import asyncio
 import threading
 
@@ -24,7 +23,6 @@ class LatencyProxy:
         self.requests = 0
         # (method, path, Idempotency-Key header or None) of every request forwarded
         self.seen: list[tuple[str, str, str | None]] = []
-        # uvloop: the proxy is a stand-in whose own CPU should be the least it can be
         self._loop = uvloop.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -100,17 +98,3 @@ class LatencyProxy:
             if request.method == method and request.path.startswith(prefix):
                 await asyncio.sleep(seconds)
         return web.Response(status=status, body=body, headers=answer_headers)
-
-
-def main() -> None:
-    """Run the proxy as a process of its own (the benchmark does, so that the load it
-    generates does not share a GIL with the proxy)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    LatencyProxy(args.upstream, args.port).start()._thread.join()
-
-
-if __name__ == "__main__":
-    main()
