@@ -14,6 +14,7 @@ import stripe
 from fastapi import FastAPI
 
 from svc.database_accessor import PostgresDatabase
+from svc.email_manager import pod_unavailable_email
 from svc.main import create_app
 from svc.models import NewPod
 from tests.conftest import free_port
@@ -621,6 +622,53 @@ async def test_access_code_email_survives_an_smtp_outage(
         finally:
             controller.stop()
     assert str(session_id) in mail.end_session_link()
+
+
+class RefusingMailbox(Mailbox):
+    """A mail server that refuses one address, as one refuses an address it does not know."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address == "nobody@example.com":
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_a_delivery_round_notes_what_was_sent_and_retries_what_was_refused(
+    make_settings: SettingsFactory, db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    await db.queue_emails(
+        [
+            pod_unavailable_email(setup_intent_id=f"seti_{n}", recipient=to, pod_name="pod1")
+            for n, to in enumerate(["ada@example.com", "nobody@example.com", "bo@example.com"])
+        ]
+    )
+    port = free_port()
+    mailbox, controller = start_smtp_server(port, RefusingMailbox())
+    try:
+        # one round takes all three over one connection, as the service starts
+        async with running(create_app(make_settings(SMTP_PORT=port))):
+            received = await mailbox.wait_for("pod_unavailable", count=2)
+            noted = "select count(*) from email_outbox where locked_until is null"
+            for _ in range(100):  # until the round has noted all three
+                if await sql.fetchval(noted) == 3:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        controller.stop()
+    assert sorted(r.recipients[0] for r in received) == ["ada@example.com", "bo@example.com"]
+    rows = await sql.fetch(
+        "select recipient, attempts, sent_at is not null as sent, locked_until, last_error, "
+        "next_attempt_at > now() as later from email_outbox order by recipient"
+    )
+    assert [tuple(row.values())[:5] for row in rows] == [
+        ("ada@example.com", 1, True, None, None),
+        ("bo@example.com", 1, True, None, None),
+        ("nobody@example.com", 1, False, None, rows[2]["last_error"]),
+    ]
+    assert "550" in rows[2]["last_error"] and rows[2]["later"] is True
 
 
 @pytest.mark.parametrize(
