@@ -44,7 +44,7 @@ CHARGE_WAIT_SECONDS = 25.0
 EMAIL_BATCH = 20
 # The e-mail sender starts once nothing new was queued for this long: a burst of bookings
 # or ends is delivered in a few rounds after the burst, over one SMTP connection each,
-# instead of in many small rounds that compete with the requests for the CPU.
+# instead of a connection (and a login to the mail server) for every few messages.
 EMAIL_QUIET_SECONDS = 0.02
 LINGER_AT_MOST_SECONDS = 0.5
 EMAIL_MAX_RETRY_SECONDS = 600
@@ -576,7 +576,7 @@ async def deliver_due_emails(services: Services) -> int:
     emails = await services.db.claim_emails(limit=EMAIL_BATCH, lease_seconds=lease)
     if emails:
         failures = await services.mailer.send_all(emails)
-        sent = [email for email, failure in zip(emails, failures, strict=True) if not failure]
+        sent = [email for email, failure in zip(emails, failures, strict=True) if failure is None]
         if sent:
             await services.db.mark_emails_sent([email.id for email in sent])
         for email in sent:

@@ -237,6 +237,8 @@ async def charge_session(
         )
     intent = answer.data
     if not isinstance(intent, dict) or not isinstance(intent.get("id"), str):
+        # Not a PaymentIntent: treated as no answer, so the retry (same key) reads it again.
+        logger.error("stripe.unexpected_answer call=charge status=%s", answer.code)
         raise PaymentProviderUnavailable()
     return _outcome_of(intent)
 
