@@ -10,12 +10,13 @@ at each chunk, so the benchmark can change it while the link runs.
 
 import asyncio
 import multiprocessing
-import socket
 import time
 from collections import deque
 from typing import Any, cast
 
 import uvloop
+
+from svc.local_mode import port_is_open
 
 
 class _Delayed:
@@ -137,7 +138,7 @@ class LatencyLink:
         )
         self.process.start()
         deadline = time.monotonic() + 20
-        while not _listening(port):
+        while not port_is_open("127.0.0.1", port):
             if not self.process.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the latency link did not listen on port {port}")
             time.sleep(0.05)
@@ -153,8 +154,3 @@ class LatencyLink:
     def stop(self) -> None:
         self.process.terminate()
         self.process.join(5)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -482,29 +482,24 @@ async def settle(services: Services, session: SessionRecord) -> SessionRecord:
     # The cost fixed before (by another caller, or a first try Stripe never answered), or
     # ours from the session's fixed end: whichever the database holds first counts.
     cost = session_cost_pence(session, settings)
-    claim = await db.claim_charge(
-        session.id, cost_pence=cost, lease_seconds=settings.CHARGE_LEASE_SECONDS
-    )
-    if claim is None:
-        # Settled meanwhile, by another caller or by Stripe's event.
-        return await find_session(db, session.id)
-    session = replace(session, cost_pence=claim.cost_pence)
-    if claim.cost_pence < settings.MINIMUM_CHARGE_PENCE:
-        return await _record(
-            services, session, payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
-        )
-
     deadline = time.monotonic() + CHARGE_WAIT_SECONDS
-    while not claim.claimed:
-        # Someone else is charging this session: wait for their outcome.
-        if time.monotonic() > deadline:
-            return await find_session(db, session.id)
-        await asyncio.sleep(0.1)
+    while True:
         claim = await db.claim_charge(
             session.id, cost_pence=cost, lease_seconds=settings.CHARGE_LEASE_SECONDS
         )
         if claim is None:
+            # Settled meanwhile, by another caller or by Stripe's event.
             return await find_session(db, session.id)
+        session = replace(session, cost_pence=claim.cost_pence)
+        if claim.cost_pence < settings.MINIMUM_CHARGE_PENCE:
+            outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
+            return await _record(services, session, outcome)
+        if claim.claimed:
+            break
+        # Someone else is charging this session: wait for their outcome.
+        if time.monotonic() > deadline:
+            return await find_session(db, session.id)
+        await asyncio.sleep(0.1)
 
     try:
         outcome = await payments_manager.charge_session(
@@ -579,10 +574,10 @@ async def deliver_due_emails(services: Services) -> int:
         sent = [email for email, failure in zip(emails, failures, strict=True) if failure is None]
         if sent:
             await services.db.mark_emails_sent([email.id for email in sent])
-        for email in sent:
-            logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
         for email, failure in zip(emails, failures, strict=True):
-            if failure is not None:
+            if failure is None:
+                logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
+            else:
                 await _postpone(services, email, failure)
     return len(emails)
 
