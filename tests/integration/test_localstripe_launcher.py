@@ -13,7 +13,7 @@ from tests.conftest import free_port
 from tests.support.stripe_helpers import CARD_OK, sdk, sign
 
 
-async def test_localstripe_answers_compact_json_and_posts_the_events_a_webhook_wants(
+async def test_localstripe_answers_compact_json_and_builds_only_the_events_a_webhook_wants(
     tmp_path: Path,
 ) -> None:
     deliveries: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
@@ -73,6 +73,12 @@ async def test_localstripe_answers_compact_json_and_posts_the_events_a_webhook_w
         assert signature == sign(body, "whsec_t", timestamp=timestamp)
         await asyncio.sleep(1.5)
         assert deliveries.empty()
+        # the events no webhook wants (customer.created here) were never built nor kept
+        async with httpx.AsyncClient(base_url=base) as http:
+            events = await http.get("/v1/events", headers={"Authorization": "Bearer sk_test_x"})
+        assert [(e["type"], e["data"]["object"]["id"]) for e in events.json()["data"]] == [
+            ("payment_intent.succeeded", intent.id)
+        ]
     finally:
         stop_process(process)
         await runner.cleanup()
