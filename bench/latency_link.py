@@ -1,11 +1,18 @@
 """A TCP link with latency, between the service and localstripe, for the benchmark.
 
 It behaves like a long network path: bytes go through untouched and in order, and every
-chunk the upstream sends back is held for the configured delay before the caller gets it,
-as if Stripe took that long to answer. It parses nothing, so the CPU it takes from the
-machine's cores (which the service shares with it here, but not with Stripe in
-production) is a small fraction of an HTTP proxy's. The delay is read from shared memory
-at each chunk, so the benchmark can change it while the link runs.
+chunk is held for half the configured delay on its way to localstripe and for the other
+half on its way back, as if Stripe were that far away. A lone call takes the whole delay
+longer either way; the split matters when many calls are in flight. localstripe answers
+one request at a time, in about a millisecond of CPU on the cores the service also uses,
+where Stripe answers each in its own time on its own machines. Held on the way in,
+localstripe's work happens while the service waits for its answers, instead of competing
+with the service for the cores while it is still sending charges; and the answers then
+come back the way Stripe's would.
+
+The link parses nothing, so the CPU it takes from the machine's cores is a small fraction
+of an HTTP proxy's. The delay is read from shared memory at each chunk, so the benchmark
+can change it while the link runs.
 """
 
 import asyncio
@@ -70,6 +77,7 @@ class _Downstream(asyncio.Protocol):
         self.delay = delay
         self.pending: list[bytes] = []
         self.upstream: asyncio.Transport | None = None
+        self.forth: _Delayed | None = None
         self.back: _Delayed | None = None
         self.closed = False
 
@@ -91,19 +99,20 @@ class _Downstream(asyncio.Protocol):
         if self.closed:
             self.upstream.close()
             return
+        self.forth = _Delayed(loop, self.upstream)
         for data in self.pending:
-            self.upstream.write(data)
+            self.forth.send(data, self.delay.value / 2)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        if self.upstream is None:
+        if self.forth is None:
             self.pending.append(data)
         else:
-            self.upstream.write(data)
+            self.forth.send(data, self.delay.value / 2)
 
     def answer(self, data: bytes) -> None:
         assert self.back is not None
-        self.back.send(data, self.delay.value)
+        self.back.send(data, self.delay.value / 2)
 
     def upstream_closed(self) -> None:
         assert self.back is not None
@@ -111,8 +120,8 @@ class _Downstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.upstream is not None:
-            self.upstream.close()
+        if self.forth is not None:
+            self.forth.close()  # once what is still on its way has arrived
 
 
 def _serve(port: int, upstream: tuple[str, int], delay: Any) -> None:
@@ -126,7 +135,7 @@ def _serve(port: int, upstream: tuple[str, int], delay: Any) -> None:
 
 
 class LatencyLink:
-    """The link in a process of its own; `delay` seconds are added to every answer."""
+    """The link in a process of its own; `delay` seconds are added to every round trip."""
 
     def __init__(self, port: int, upstream_host: str, upstream_port: int) -> None:
         context = multiprocessing.get_context("spawn")
