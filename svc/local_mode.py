@@ -239,21 +239,26 @@ def _answer_lightly(resources: Any, server: Any) -> None:
     def json_response(*args: Any, **kwargs: Any) -> web.Response:
         return web.json_response(*args, dumps=lambda x: json.dumps(x, sort_keys=True), **kwargs)
 
-    build_event = resources.Event
+    def wanted(kind: str) -> bool:
+        return any(
+            hook.events is None or kind in hook.events for hook in webhooks._webhooks.values()
+        )
 
-    def event(kind: str, data: Any) -> Any:
-        if any(hook.events is None or kind in hook.events for hook in webhooks._webhooks.values()):
-            return build_event(kind, data)
-        return None
+    def new_event(cls: type, *args: Any, **kwargs: Any) -> Any:
+        # `Event(kind, obj)` is None when no webhook wants the kind: never built, never
+        # stored. Unpickling calls this without arguments, and gets the instance it needs;
+        # the class itself stays as it is, so the state file still pickles it.
+        if args and not wanted(args[0]):
+            return None
+        return object.__new__(cls)
 
     def schedule_webhook(event: Any) -> None:
         if event is not None:
             webhooks.schedule_webhook(event)
 
     server.json_response = json_response
-    # localstripe's resources call `schedule_webhook(Event(kind, obj))` by these names;
-    # its server keeps the Event class for the /v1/events routes.
-    resources.Event = event
+    resources.Event.__new__ = staticmethod(new_event)
+    # localstripe's resources call `schedule_webhook(Event(kind, obj))` by this name.
     resources.schedule_webhook = schedule_webhook
 
 

@@ -82,3 +82,48 @@ async def test_localstripe_answers_compact_json_and_builds_only_the_events_a_web
     finally:
         stop_process(process)
         await runner.cleanup()
+
+
+async def test_localstripe_keeps_its_state_and_the_events_built_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.pickle"
+    port = free_port()
+    base = f"http://localhost:{port}"
+    process = start_localstripe(port, state_file=state, fresh=True)
+    try:
+        # a webhook that nobody serves: the events it wants are built and kept all the same
+        register_localstripe_webhook(base, url="http://127.0.0.1:9/hook", secret="whsec_t")
+        stripe = sdk(base)
+        customer = await stripe.v1.customers.create_async(params={"email": "ada@example.com"})
+        method = await stripe.v1.payment_methods.create_async(
+            params={
+                "type": "card",
+                "card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+            }  # type: ignore[typeddict-item]
+        )
+        await stripe.v1.payment_methods.attach_async(method.id, params={"customer": customer.id})
+        intent = await stripe.v1.payment_intents.create_async(
+            params={
+                "amount": 263,
+                "currency": "gbp",
+                "customer": customer.id,
+                "payment_method": method.id,
+                "confirm": True,
+                "off_session": True,
+            }
+        )
+    finally:
+        stop_process(process)
+
+    process = start_localstripe(port, state_file=state)
+    try:
+        again = await sdk(base).v1.payment_intents.retrieve_async(intent.id)
+        assert (again.id, again.status, again.amount) == (intent.id, "succeeded", 263)
+        async with httpx.AsyncClient(base_url=base) as http:
+            events = await http.get("/v1/events", headers={"Authorization": "Bearer sk_test_x"})
+        assert [(e["type"], e["data"]["object"]["id"]) for e in events.json()["data"]] == [
+            ("payment_intent.succeeded", intent.id)
+        ]
+    finally:
+        stop_process(process)
