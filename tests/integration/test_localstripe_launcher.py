@@ -13,6 +13,36 @@ from tests.conftest import free_port
 from tests.support.stripe_helpers import CARD_OK, sdk, sign
 
 
+async def pay_off_session(base: str, customer_id: str) -> str:
+    """A card saved to the customer and charged 263 off-session; the PaymentIntent's id."""
+    stripe = sdk(base)
+    method = await stripe.v1.payment_methods.create_async(
+        params={
+            "type": "card",
+            "card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }  # type: ignore[typeddict-item]
+    )
+    await stripe.v1.payment_methods.attach_async(method.id, params={"customer": customer_id})
+    intent = await stripe.v1.payment_intents.create_async(
+        params={
+            "amount": 263,
+            "currency": "gbp",
+            "customer": customer_id,
+            "payment_method": method.id,
+            "confirm": True,
+            "off_session": True,
+        }
+    )
+    return intent.id
+
+
+async def events_kept(base: str) -> list[tuple[str, str]]:
+    """(type, object id) of every event localstripe holds."""
+    async with httpx.AsyncClient(base_url=base) as http:
+        answer = await http.get("/v1/events", headers={"Authorization": "Bearer sk_test_x"})
+    return [(e["type"], e["data"]["object"]["id"]) for e in answer.json()["data"]]
+
+
 async def test_localstripe_answers_compact_json_and_builds_only_the_events_a_webhook_wants(
     tmp_path: Path,
 ) -> None:
@@ -44,41 +74,20 @@ async def test_localstripe_answers_compact_json_and_builds_only_the_events_a_web
         customer: dict[str, Any] = answer.json()
         assert answer.text == json.dumps(customer, sort_keys=True)
 
-        stripe = sdk(base)
-        method = await stripe.v1.payment_methods.create_async(
-            params={
-                "type": "card",
-                "card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-            }  # type: ignore[typeddict-item]
-        )
-        await stripe.v1.payment_methods.attach_async(method.id, params={"customer": customer["id"]})
-        intent = await stripe.v1.payment_intents.create_async(
-            params={
-                "amount": 263,
-                "currency": "gbp",
-                "customer": customer["id"],
-                "payment_method": method.id,
-                "confirm": True,
-                "off_session": True,
-            }
-        )
+        intent_id = await pay_off_session(base, customer["id"])
         # customer.created is not one the webhook wants; the payment's event comes, signed
         signature, body = await asyncio.wait_for(deliveries.get(), 10)
         event = json.loads(body)
         assert (event["type"], event["data"]["object"]["id"]) == (
             "payment_intent.succeeded",
-            intent.id,
+            intent_id,
         )
         timestamp = int(signature.split(",")[0].removeprefix("t="))
         assert signature == sign(body, "whsec_t", timestamp=timestamp)
         await asyncio.sleep(1.5)
         assert deliveries.empty()
         # the events no webhook wants (customer.created here) were never built nor kept
-        async with httpx.AsyncClient(base_url=base) as http:
-            events = await http.get("/v1/events", headers={"Authorization": "Bearer sk_test_x"})
-        assert [(e["type"], e["data"]["object"]["id"]) for e in events.json()["data"]] == [
-            ("payment_intent.succeeded", intent.id)
-        ]
+        assert await events_kept(base) == [("payment_intent.succeeded", intent_id)]
     finally:
         stop_process(process)
         await runner.cleanup()
@@ -94,36 +103,15 @@ async def test_localstripe_keeps_its_state_and_the_events_built_across_a_restart
     try:
         # a webhook that nobody serves: the events it wants are built and kept all the same
         register_localstripe_webhook(base, url="http://127.0.0.1:9/hook", secret="whsec_t")
-        stripe = sdk(base)
-        customer = await stripe.v1.customers.create_async(params={"email": "ada@example.com"})
-        method = await stripe.v1.payment_methods.create_async(
-            params={
-                "type": "card",
-                "card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-            }  # type: ignore[typeddict-item]
-        )
-        await stripe.v1.payment_methods.attach_async(method.id, params={"customer": customer.id})
-        intent = await stripe.v1.payment_intents.create_async(
-            params={
-                "amount": 263,
-                "currency": "gbp",
-                "customer": customer.id,
-                "payment_method": method.id,
-                "confirm": True,
-                "off_session": True,
-            }
-        )
+        customer = await sdk(base).v1.customers.create_async(params={"email": "ada@example.com"})
+        intent_id = await pay_off_session(base, customer.id)
     finally:
         stop_process(process)
 
     process = start_localstripe(port, state_file=state)
     try:
-        again = await sdk(base).v1.payment_intents.retrieve_async(intent.id)
-        assert (again.id, again.status, again.amount) == (intent.id, "succeeded", 263)
-        async with httpx.AsyncClient(base_url=base) as http:
-            events = await http.get("/v1/events", headers={"Authorization": "Bearer sk_test_x"})
-        assert [(e["type"], e["data"]["object"]["id"]) for e in events.json()["data"]] == [
-            ("payment_intent.succeeded", intent.id)
-        ]
+        again = await sdk(base).v1.payment_intents.retrieve_async(intent_id)
+        assert (again.id, again.status, again.amount) == (intent_id, "succeeded", 263)
+        assert await events_kept(base) == [("payment_intent.succeeded", intent_id)]
     finally:
         stop_process(process)
