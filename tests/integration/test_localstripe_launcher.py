@@ -10,25 +10,20 @@ from aiohttp import web
 
 from svc.local_mode import register_localstripe_webhook, start_localstripe, stop_process
 from tests.conftest import free_port
-from tests.support.stripe_helpers import CARD_OK, sdk, sign
+from tests.support.stripe_helpers import create_card, sdk, sign
 
 
 async def pay_off_session(base: str, customer_id: str) -> str:
     """A card saved to the customer and charged 263 off-session; the PaymentIntent's id."""
     stripe = sdk(base)
-    method = await stripe.v1.payment_methods.create_async(
-        params={
-            "type": "card",
-            "card": {"number": CARD_OK, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-        }  # type: ignore[typeddict-item]
-    )
-    await stripe.v1.payment_methods.attach_async(method.id, params={"customer": customer_id})
+    method_id = await create_card(stripe)
+    await stripe.v1.payment_methods.attach_async(method_id, params={"customer": customer_id})
     intent = await stripe.v1.payment_intents.create_async(
         params={
             "amount": 263,
             "currency": "gbp",
             "customer": customer_id,
-            "payment_method": method.id,
+            "payment_method": method_id,
             "confirm": True,
             "off_session": True,
         }

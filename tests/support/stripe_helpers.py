@@ -21,10 +21,10 @@ def sdk(base_url: str) -> stripe.StripeClient:
     )
 
 
-async def confirm_card(
-    client: stripe.StripeClient, setup_intent_id: str, *, card: str = CARD_OK, email: str | None
-) -> dict[str, Any]:
-    """What `stripe.confirmCardSetup` does in the page: a card, then the confirmation."""
+async def create_card(
+    client: stripe.StripeClient, *, card: str = CARD_OK, email: str | None = None
+) -> str:
+    """A card PaymentMethod, as Stripe.js makes one from the form; its id."""
     billing: dict[str, Any] = {"email": email} if email else {}
     method = await client.v1.payment_methods.create_async(
         params={
@@ -33,8 +33,16 @@ async def confirm_card(
             "billing_details": billing,
         }  # type: ignore[typeddict-item]
     )
+    return method.id
+
+
+async def confirm_card(
+    client: stripe.StripeClient, setup_intent_id: str, *, card: str = CARD_OK, email: str | None
+) -> dict[str, Any]:
+    """What `stripe.confirmCardSetup` does in the page: a card, then the confirmation."""
+    method_id = await create_card(client, card=card, email=email)
     intent = await client.v1.setup_intents.confirm_async(
-        setup_intent_id, params={"payment_method": method.id}
+        setup_intent_id, params={"payment_method": method_id}
     )
     if intent.status == "requires_action":
         # The cardholder completes 3D Secure: localstripe takes a second confirmation.
