@@ -176,8 +176,12 @@ async def find_session(db: Database, session_id: UUID) -> SessionRecord:
     return session
 
 
-def session_cost_pence(session: SessionRecord, settings: Settings) -> int:
-    """The fixed cost once recorded; until then the cost up to the end, or up to now."""
+def session_cost_pence(session: SessionRecord) -> int:
+    """The fixed cost once recorded; until then the cost up to the end, or up to now.
+
+    Once the session has ended, every input here is fixed (its own price and free minutes,
+    its end, its code's fate), so every caller and every retry of its charge comes to the
+    same figure, whether or not the database holds it yet."""
     if session.cost_pence is not None:
         return session.cost_pence
     if session.access_code_status == AccessCodeStatus.FAILED:
@@ -187,12 +191,12 @@ def session_cost_pence(session: SessionRecord, settings: Settings) -> int:
         start=session.start_time,
         end=session.end_time or session.now,
         price_per_minute=session.price_per_minute,
-        free_minutes=settings.FREE_MINUTES,
+        free_minutes=session.free_minutes,
     )
 
 
-def preview_of(session: SessionRecord, settings: Settings) -> SessionPreview:
-    pence = session_cost_pence(session, settings)
+def preview_of(session: SessionRecord) -> SessionPreview:
+    pence = session_cost_pence(session)
     # Built unvalidated: every value is already of its field's type (a typed record, our
     # own arithmetic), and this is the busiest answer the service gives.
     return SessionPreview.model_construct(
@@ -210,7 +214,7 @@ def preview_of(session: SessionRecord, settings: Settings) -> SessionPreview:
 
 
 async def preview_session(services: Services, session_id: UUID) -> SessionPreview:
-    return preview_of(await find_session(services.db, session_id), services.settings)
+    return preview_of(await find_session(services.db, session_id))
 
 
 # Saving a card
@@ -300,6 +304,7 @@ async def start_session(
                 customer_id=setup.customer_id,
                 payment_method=setup.payment_method_id,
                 access_code=code,
+                free_minutes=settings.FREE_MINUTES,
                 started_email=email_manager.access_code_email(
                     session_id=session_id,
                     recipient=email or "",
@@ -407,8 +412,8 @@ async def _reconcile_payment(services: Services, event: StripeEvent) -> WebhookA
         session = await db.get_session_by_id(UUID(raw_session_id))
     except ValueError:
         pass
-    amount_matches = session is not None and intent.get("amount") == session.cost_pence
-    if session is None or session.end_time is None or not amount_matches:
+    ended = session is not None and session.end_time is not None
+    if session is None or not ended or intent.get("amount") != session_cost_pence(session):
         logger.info("webhook.unmatched_payment event_id=%s", event.id)
         is_new = await db.record_event(event.id, event.type)
         return WebhookAck(status="success" if is_new else "duplicate")
@@ -419,16 +424,17 @@ async def _reconcile_payment(services: Services, event: StripeEvent) -> WebhookA
     if not succeeded:
         last = intent.get("last_payment_error") or {}
         error = f"{last.get('code') or 'payment_failed'}: {last.get('message') or 'declined'}"
-    assert session.cost_pence is not None
+    cost = session_cost_pence(session)
     emails = email_manager.settlement_emails(
         session,
-        cost_pence=session.cost_pence,
+        cost_pence=cost,
         status=status,
         error=error,
         operator=services.settings.OPERATOR_EMAIL,
     )
     outcome = await db.record_payment(
         session.id,
+        cost_pence=cost,
         status=status,
         payment_intent_id=str(intent.get("id")),
         error=error,
@@ -446,14 +452,15 @@ async def _reconcile_payment(services: Services, event: StripeEvent) -> WebhookA
 
 
 def result_of(session: SessionRecord) -> EndSessionResult:
-    assert session.end_time is not None and session.cost_pence is not None
+    assert session.end_time is not None
     status = session.payment_status or PaymentStatus.PENDING
     failed = status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION)
+    cost = session_cost_pence(session)
     return EndSessionResult(
         status="failed" if failed else "success",
         session_id=session.id,
-        final_cost=pence_to_major(session.cost_pence),
-        final_cost_pence=session.cost_pence,
+        final_cost=pence_to_major(cost),
+        final_cost_pence=cost,
         currency=session.currency,
         charged=status is PaymentStatus.SUCCEEDED,
         payment_status=status,
@@ -464,48 +471,57 @@ def result_of(session: SessionRecord) -> EndSessionResult:
 
 async def end_session(services: Services, session_id: UUID) -> EndSessionResult:
     """Fix the end once, charge once, answer every caller with the same figures."""
-    db, settings = services.db, services.settings
-    session = await db.end_session(session_id, max_minutes=settings.MAX_SESSION_MINUTES)
-    if session is None:
+    settings = services.settings
+    # One statement ends the session and hands its charge to this caller if nobody has it,
+    # so that the charge leaves at once: what keeps ends quick when Stripe is slow.
+    ended = await services.db.end_session(
+        session_id,
+        max_minutes=settings.MAX_SESSION_MINUTES,
+        lease_seconds=settings.CHARGE_LEASE_SECONDS,
+    )
+    if ended is None:
         raise SessionNotFound()
     if services.seam is not None:
         # Its code comes off the lock in the background: Seam never holds up the charge.
         services.lock_work.wake()
-    if session.state is SessionState.SETTLED:
-        return result_of(session)
-    return result_of(await settle(services, session))
+    if ended.session.state is SessionState.SETTLED:
+        return result_of(ended.session)
+    return result_of(await settle(services, ended.session, claimed=ended.charge_claimed))
 
 
-async def settle(services: Services, session: SessionRecord) -> SessionRecord:
-    """Bring an ended session's payment to an outcome, or leave it pending for a retry."""
+async def settle(
+    services: Services, session: SessionRecord, *, claimed: bool = False
+) -> SessionRecord:
+    """Bring an ended session's payment to an outcome, or leave it pending for a retry.
+    `claimed`: the caller holds the charge lease already."""
     db, settings = services.db, services.settings
     # The cost fixed before (by another caller, or a first try Stripe never answered), or
-    # ours from the session's fixed end: whichever the database holds first counts.
-    cost = session_cost_pence(session, settings)
+    # ours from the session's fixed end: the same figure either way.
+    cost = session_cost_pence(session)
     deadline = time.monotonic() + CHARGE_WAIT_SECONDS
-    while True:
+    while not claimed:
         claim = await db.claim_charge(
             session.id, cost_pence=cost, lease_seconds=settings.CHARGE_LEASE_SECONDS
         )
         if claim is None:
             # Settled meanwhile, by another caller or by Stripe's event.
             return await find_session(db, session.id)
-        session = replace(session, cost_pence=claim.cost_pence)
-        if claim.cost_pence < settings.MINIMUM_CHARGE_PENCE:
-            outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
-            return await _record(services, session, outcome)
-        if claim.claimed:
-            break
-        # Someone else is charging this session: wait for their outcome.
-        if time.monotonic() > deadline:
-            return await find_session(db, session.id)
-        await asyncio.sleep(0.1)
+        cost, claimed = claim.cost_pence, claim.claimed
+        if not claimed:
+            # Someone else is charging this session: wait for their outcome.
+            if time.monotonic() > deadline:
+                return await find_session(db, session.id)
+            await asyncio.sleep(0.1)
 
+    session = replace(session, cost_pence=cost)
+    if cost < settings.MINIMUM_CHARGE_PENCE:
+        outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
+        return await _record(services, session, outcome)
     try:
         outcome = await payments_manager.charge_session(
             services.stripe,
             session_id=session.id,
-            amount_pence=claim.cost_pence,
+            amount_pence=cost,
             currency=session.currency,
             customer_id=session.stripe_customer_id,
             payment_method_id=session.stripe_payment_method,
@@ -535,6 +551,7 @@ async def _record(
     )
     recorded = await services.db.record_payment(
         session.id,
+        cost_pence=session.cost_pence,
         status=outcome.status,
         payment_intent_id=outcome.payment_intent_id,
         error=outcome.error,

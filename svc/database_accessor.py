@@ -35,6 +35,7 @@ from svc.env import ConfigurationError
 from svc.errors import ServiceError
 from svc.models import (
     ChargeClaim,
+    EndedSession,
     NewPod,
     OutboxEmail,
     Pod,
@@ -94,9 +95,12 @@ class Database(Protocol):
 
     async def start_session(self, request: StartSessionRequest) -> StartOutcome: ...
 
-    async def end_session(self, session_id: UUID, *, max_minutes: int) -> SessionRecord | None:
-        """Fix the session's end if it is still open (the first call's end counts) and free
-        its pod; the session as it then stands, or None for an unknown id."""
+    async def end_session(
+        self, session_id: UUID, *, max_minutes: int, lease_seconds: int
+    ) -> EndedSession | None:
+        """Fix the session's end if it is still open (the first call's end counts), free
+        its pod, and take its charge lease if nobody holds it; the session as it then
+        stands, or None for an unknown id."""
         ...
 
     async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
@@ -116,13 +120,18 @@ class Database(Protocol):
         self,
         session_id: UUID,
         *,
+        cost_pence: int,
         status: PaymentStatus,
         payment_intent_id: str | None,
         error: str | None,
         emails: Sequence[QueuedEmail],
         event_id: str | None = None,
         event_type: str | None = None,
-    ) -> str: ...
+    ) -> str:
+        """Record a payment outcome with the session's cost (a cost fixed before stands)
+        and queue its e-mails, once: "recorded", "unchanged" (settled before) or
+        "duplicate" (the event was seen before)."""
+        ...
 
     async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]: ...
 
@@ -237,6 +246,7 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         start_time=_timestamp(row["start_time"]),
         end_time=_optional_timestamp(row["end_time"]),
         price_per_minute=_decimal(row["price_per_minute"]),
+        free_minutes=row["free_minutes"],
         currency=row["currency"],
         stripe_customer_id=row["stripe_customer_id"],
         stripe_payment_method=row["stripe_payment_method"],
@@ -250,6 +260,13 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         payment_error=row["payment_error"],
         now=_timestamp(row["now"]),
     )
+
+
+def _ended_session(row: Mapping[str, Any]) -> EndedSession:
+    claimed = row["charge_claimed"]
+    if not isinstance(claimed, bool):
+        raise TypeError(f"expected a flag for the charge lease, got {claimed!r}")
+    return EndedSession(_session(row), charge_claimed=claimed)
 
 
 def _charge_claim(row: Mapping[str, Any]) -> ChargeClaim:
@@ -428,7 +445,7 @@ class PostgresDatabase:
 
     async def start_session(self, request: StartSessionRequest) -> StartOutcome:
         result = await self._fetchval(
-            "select qwip_start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "select qwip_start_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             request.event_id,
             request.event_type,
             request.session_id,
@@ -438,16 +455,19 @@ class PostgresDatabase:
             request.customer_id,
             request.payment_method,
             request.access_code,
+            request.free_minutes,
             request.started_email.as_json() if request.started_email else None,
             request.unavailable_email.as_json() if request.unavailable_email else None,
         )
         return _start_outcome(result)
 
-    async def end_session(self, session_id: UUID, *, max_minutes: int) -> SessionRecord | None:
+    async def end_session(
+        self, session_id: UUID, *, max_minutes: int, lease_seconds: int
+    ) -> EndedSession | None:
         row = await self._fetchrow(
-            "select * from qwip_end_session($1, $2)", session_id, max_minutes
+            "select * from qwip_end_session($1, $2, $3)", session_id, max_minutes, lease_seconds
         )
-        return _session(row) if row else None
+        return _ended_session(row) if row else None
 
     async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         # The first computation wins; a later one (another replica, a retry) keeps it.
@@ -476,6 +496,7 @@ class PostgresDatabase:
         self,
         session_id: UUID,
         *,
+        cost_pence: int,
         status: PaymentStatus,
         payment_intent_id: str | None,
         error: str | None,
@@ -484,8 +505,9 @@ class PostgresDatabase:
         event_type: str | None = None,
     ) -> str:
         outcome: str = await self._fetchval(
-            "select qwip_record_payment($1, $2, $3, $4, $5, $6, $7)",
+            "select qwip_record_payment($1, $2, $3, $4, $5, $6, $7, $8)",
             session_id,
+            cost_pence,
             status.value,
             payment_intent_id,
             error,
@@ -849,6 +871,7 @@ class SupabaseDatabase:
                 "p_customer_id": request.customer_id,
                 "p_payment_method": request.payment_method,
                 "p_access_code": request.access_code,
+                "p_free_minutes": request.free_minutes,
                 "p_started_email": (
                     request.started_email.as_json() if request.started_email else None
                 ),
@@ -859,12 +882,19 @@ class SupabaseDatabase:
         )
         return _start_outcome(_expect(result, dict, "qwip_start_session"))
 
-    async def end_session(self, session_id: UUID, *, max_minutes: int) -> SessionRecord | None:
+    async def end_session(
+        self, session_id: UUID, *, max_minutes: int, lease_seconds: int
+    ) -> EndedSession | None:
         rows = await self._rpc(
-            "qwip_end_session", {"p_session_id": str(session_id), "p_max_minutes": max_minutes}
+            "qwip_end_session",
+            {
+                "p_session_id": str(session_id),
+                "p_max_minutes": max_minutes,
+                "p_lease_seconds": lease_seconds,
+            },
         )
         rows = _expect(rows, list, "qwip_end_session")
-        return _session(rows[0]) if rows else None
+        return _ended_session(rows[0]) if rows else None
 
     async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         # The first computation wins; a later one (another replica, a retry) keeps it.
@@ -902,6 +932,7 @@ class SupabaseDatabase:
         self,
         session_id: UUID,
         *,
+        cost_pence: int,
         status: PaymentStatus,
         payment_intent_id: str | None,
         error: str | None,
@@ -913,6 +944,7 @@ class SupabaseDatabase:
             "qwip_record_payment",
             {
                 "p_session_id": str(session_id),
+                "p_cost_pence": cost_pence,
                 "p_status": status.value,
                 "p_payment_intent_id": payment_intent_id,
                 "p_error": error,

@@ -265,10 +265,15 @@ async def _give_up(services: Services, session: SessionRecord, *, reason: str) -
         email_manager.lock_failed_emails(session, reason=reason, operator=settings.OPERATOR_EMAIL)
     )
     services.outbox.wake()
-    await db.end_session(session.id, max_minutes=settings.MAX_SESSION_MINUTES)
+    await db.end_session(
+        session.id,
+        max_minutes=settings.MAX_SESSION_MINUTES,
+        lease_seconds=settings.CHARGE_LEASE_SECONDS,
+    )
     await db.set_session_cost(session.id, 0)
     await db.record_payment(
         session.id,
+        cost_pence=0,
         status=PaymentStatus.NOT_CHARGED,
         payment_intent_id=None,
         error=None,

@@ -57,6 +57,8 @@ class SessionRecord:
     start_time: datetime
     end_time: datetime | None
     price_per_minute: Decimal
+    free_minutes: int
+    """Free at the start of the session, as offered when it was booked."""
     currency: str
     stripe_customer_id: str
     stripe_payment_method: str | None
@@ -118,6 +120,7 @@ class StartSessionRequest:
     customer_id: str
     payment_method: str | None
     access_code: str
+    free_minutes: int
     started_email: QueuedEmail | None
     unavailable_email: QueuedEmail | None
 
@@ -138,6 +141,14 @@ class ChargeClaim:
 
     cost_pence: int
     claimed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """A session as its end left it, and whether this caller holds its charge lease."""
+
+    session: SessionRecord
+    charge_claimed: bool
 
 
 # API bodies.

@@ -165,7 +165,7 @@ async def show_end_session(
     session = await find_session(services, sessionId or session_id)
     if session is None:
         return html_page(page_templates.session_not_found(), status_code=404)
-    preview = bookings.preview_of(session, services.settings)
+    preview = bookings.preview_of(session)
     return html_page(page_templates.end_session(session, preview, settings=services.settings))
 
 

@@ -49,6 +49,12 @@ create table if not exists pod_sessions (
     constraint pod_sessions_end_after_start check (end_time is null or end_time >= start_time)
 );
 
+-- The minutes free of charge at the start of a session, as the service offered them when
+-- the customer booked: like the price, a later change of FREE_MINUTES leaves them as agreed.
+-- (Sessions opened before the column came have none.)
+alter table pod_sessions add column if not exists free_minutes integer not null default 0
+    constraint pod_sessions_free_minutes_not_negative check (free_minutes >= 0);
+
 -- One open session per pod, whatever the number of replicas racing to open one.
 create unique index if not exists pod_sessions_one_open_per_pod
     on pod_sessions (pod_id) where end_time is null;
@@ -124,6 +130,10 @@ $$;
 --   pod_unavailable  another session holds the pod: the customer is told by e-mail
 --   code_clash       the access code was used on this pod lately: call again with another
 --   started          the pod is claimed, the session is open, the access-code e-mail queued
+-- Superseded by the version below, which keeps the session's free minutes.
+drop function if exists qwip_start_session(
+    text, text, uuid, text, bigint, text, text, text, text, jsonb, jsonb
+);
 create or replace function qwip_start_session(
     p_event_id text,
     p_event_type text,
@@ -134,6 +144,7 @@ create or replace function qwip_start_session(
     p_customer_id text,
     p_payment_method text,
     p_access_code text,
+    p_free_minutes integer,
     p_started_email jsonb,
     p_unavailable_email jsonb
 )
@@ -179,10 +190,10 @@ begin
 
     insert into pod_sessions (
         id, pod_id, user_email, price_per_minute, currency, stripe_customer_id,
-        stripe_payment_method, setup_intent_id, access_code
+        stripe_payment_method, setup_intent_id, access_code, free_minutes
     ) values (
         p_session_id, p_pod_id, p_user_email, v_pod.price, v_pod.currency, p_customer_id,
-        p_payment_method, p_setup_intent_id, p_access_code
+        p_payment_method, p_setup_intent_id, p_access_code, p_free_minutes
     ) returning start_time into v_start;
 
     perform qwip_queue_emails(jsonb_build_array(
@@ -196,15 +207,23 @@ $$;
 
 
 -- Superseded by qwip_end_session and the three-argument qwip_claim_charge below, which
--- each answer what the caller reads next (one round trip instead of two).
+-- each answer what the caller reads next (one round trip instead of two), and by the
+-- qwip_end_session that also hands out the charge lease.
 drop function if exists qwip_close_session(uuid, integer);
 drop function if exists qwip_claim_charge(uuid, integer);
+drop function if exists qwip_end_session(uuid, integer);
 
 
--- Fix a session's end once and free its pod. The end is now, or the end of the longest
--- session allowed, whichever is earlier. Returns the session as qwip_get_session does
--- (after the end is fixed, whoever fixed it); no row for an unknown session.
-create or replace function qwip_end_session(p_session_id uuid, p_max_minutes integer)
+-- Fix a session's end once, free its pod and take its charge lease if nobody holds it,
+-- so that the caller can go to Stripe straight away. The end is now, or the end of the
+-- longest session allowed, whichever is earlier. Returns the session as qwip_get_session
+-- does (after the end is fixed, whoever fixed it) and whether this caller now holds the
+-- lease; no row for an unknown session.
+create or replace function qwip_end_session(
+    p_session_id uuid,
+    p_max_minutes integer,
+    p_lease_seconds integer
+)
 returns table (
     id uuid,
     pod_id bigint,
@@ -215,6 +234,7 @@ returns table (
     start_time timestamptz,
     end_time timestamptz,
     price_per_minute text,
+    free_minutes integer,
     currency text,
     stripe_customer_id text,
     stripe_payment_method text,
@@ -226,7 +246,8 @@ returns table (
     payment_intent_id text,
     payment_status text,
     payment_error text,
-    now timestamptz
+    now timestamptz,
+    charge_claimed boolean
 )
 language plpgsql
 set search_path = public
@@ -234,17 +255,29 @@ as $$
 #variable_conflict use_column
 declare
     v_pod_id bigint;
+    v_claimed boolean;
 begin
     update pod_sessions s
     set end_time = least(now(), s.start_time + make_interval(mins => p_max_minutes)),
         payment_status = 'pending',
+        charge_locked_until = now() + make_interval(secs => p_lease_seconds),
         updated_at = now()
     where s.id = p_session_id and s.end_time is null
     returning s.pod_id into v_pod_id;
-    if found then
+    v_claimed := found;
+    if v_claimed then
         update pods set in_use = false where pods.id = v_pod_id;
+    else
+        -- Ended before: the charge is this caller's if nobody is at it now.
+        update pod_sessions s
+        set charge_locked_until = now() + make_interval(secs => p_lease_seconds),
+            updated_at = now()
+        where s.id = p_session_id
+          and s.payment_status = 'pending'
+          and (s.charge_locked_until is null or s.charge_locked_until < now());
+        v_claimed := found;
     end if;
-    return query select * from qwip_get_session(p_session_id => p_session_id);
+    return query select g.*, v_claimed from qwip_get_session(p_session_id => p_session_id) g;
 end;
 $$;
 
@@ -287,11 +320,16 @@ end;
 $$;
 
 
--- Record a payment outcome and queue the e-mails that go with it, exactly once.
+-- Superseded by the version below, which fixes the cost with the outcome.
+drop function if exists qwip_record_payment(uuid, text, text, text, jsonb, text, text);
+
+-- Record a payment outcome and queue the e-mails that go with it, exactly once. The cost
+-- is fixed with it, unless it was fixed before (then that figure stands).
 -- Allowed moves: pending -> anything; failed or requires_action -> succeeded (paid later).
 -- Outcomes: duplicate (event seen before), recorded, unchanged (already settled).
 create or replace function qwip_record_payment(
     p_session_id uuid,
+    p_cost_pence integer,
     p_status text,
     p_payment_intent_id text,
     p_error text,
@@ -308,14 +346,15 @@ begin
         return 'duplicate';
     end if;
     update pod_sessions
-    set payment_status = p_status,
+    set cost_pence = coalesce(cost_pence, p_cost_pence),
+        payment_status = p_status,
         payment_intent_id = coalesce(p_payment_intent_id, payment_intent_id),
         payment_error = p_error,
         charge_locked_until = null,
         updated_at = now()
     where id = p_session_id
       and end_time is not null
-      and cost_pence is not null
+      and coalesce(cost_pence, p_cost_pence) is not null
       and (
           payment_status = 'pending'
           or (payment_status in ('failed', 'requires_action') and p_status = 'succeeded')
@@ -354,6 +393,19 @@ $$;
 -- A session with what the API and the e-mails need of its pod, and the database's clock,
 -- found by its id or by its SetupIntent. The price is text because a JSON client would
 -- read a numeric as a binary float, and money is never a float.
+-- Its rows gained free_minutes, and a function whose rows change has to be made anew.
+do $$
+begin
+    if exists (
+        select 1 from pg_proc
+        where proname = 'qwip_get_session' and pronamespace = 'public'::regnamespace
+          and not 'free_minutes' = any(proargnames)
+    ) then
+        drop function qwip_get_session(uuid, text);
+    end if;
+end;
+$$;
+
 create or replace function qwip_get_session(
     p_session_id uuid default null,
     p_setup_intent_id text default null
@@ -368,6 +420,7 @@ returns table (
     start_time timestamptz,
     end_time timestamptz,
     price_per_minute text,
+    free_minutes integer,
     currency text,
     stripe_customer_id text,
     stripe_payment_method text,
@@ -388,10 +441,10 @@ stable
 -- a plain indexed join instead of a function call. The names it uses are the service's own.
 as $$
     select s.id, s.pod_id, p.name, p.address, p.seam_device_id, s.user_email, s.start_time,
-           s.end_time, s.price_per_minute::text, s.currency, s.stripe_customer_id,
-           s.stripe_payment_method, s.setup_intent_id, s.access_code, s.access_code_id,
-           s.access_code_status, s.cost_pence, s.payment_intent_id, s.payment_status,
-           s.payment_error, now()
+           s.end_time, s.price_per_minute::text, s.free_minutes, s.currency,
+           s.stripe_customer_id, s.stripe_payment_method, s.setup_intent_id, s.access_code,
+           s.access_code_id, s.access_code_status, s.cost_pence, s.payment_intent_id,
+           s.payment_status, s.payment_error, now()
     from pod_sessions s join pods p on p.id = s.pod_id
     where s.id = p_session_id or s.setup_intent_id = p_setup_intent_id;
 $$;
@@ -483,10 +536,10 @@ select qwip_service_only(array[
     'qwip_service_only(text[])',
     'qwip_queue_emails(jsonb)',
     'qwip_record_event(text, text, jsonb)',
-    'qwip_start_session(text, text, uuid, text, bigint, text, text, text, text, jsonb, jsonb)',
-    'qwip_end_session(uuid, integer)',
+    'qwip_start_session(text, text, uuid, text, bigint, text, text, text, text, integer, jsonb, jsonb)',
+    'qwip_end_session(uuid, integer, integer)',
     'qwip_claim_charge(uuid, integer, integer)',
-    'qwip_record_payment(uuid, text, text, text, jsonb, text, text)',
+    'qwip_record_payment(uuid, integer, text, text, text, jsonb, text, text)',
     'qwip_claim_emails(integer, integer)',
     'qwip_get_session(uuid, text)',
     'qwip_list_unsettled_sessions(integer)',

@@ -22,7 +22,14 @@ from svc.database_accessor import (
     PostgresDatabase,
     apply_migrations,
 )
-from svc.models import ChargeClaim, NewPod, PodChanges, QueuedEmail, StartSessionRequest
+from svc.models import (
+    ChargeClaim,
+    EndedSession,
+    NewPod,
+    PodChanges,
+    QueuedEmail,
+    StartSessionRequest,
+)
 from svc.types import PaymentStatus
 from tests.conftest import supabase_over, with_database
 
@@ -43,6 +50,7 @@ def start_request(
         customer_id="cus_1",
         payment_method="pm_1",
         access_code=code,
+        free_minutes=0,
         started_email=QueuedEmail(
             dedupe_key=f"access_code:{session_id}",
             kind="access_code",
@@ -152,7 +160,7 @@ async def test_start_session_claims_the_pod_and_queues_the_code(
 ) -> None:
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
-    outcome = await db.start_session(request)
+    outcome = await db.start_session(replace(request, free_minutes=5))
     assert (outcome.outcome, outcome.session_id) == ("started", request.session_id)
 
     session = await db.get_session_by_id(request.session_id)
@@ -162,6 +170,7 @@ async def test_start_session_claims_the_pod_and_queues_the_code(
         "123456",
         "0.2500",
     )
+    assert session.free_minutes == 5
     assert session.start_time.tzinfo is not None and session.now >= session.start_time
     assert session.end_time is None and session.payment_status is None
     assert (await db.get_pod_by_id(pod.id)).in_use is True  # type: ignore[union-attr]
@@ -208,7 +217,7 @@ async def test_a_recent_code_on_the_same_pod_is_refused(db: Database) -> None:
     pod = await db.insert_pod(POD)
     first = start_request(pod.id, setup_intent="seti_a", code="111111")
     await db.start_session(first)
-    await db.end_session(first.session_id, max_minutes=180)
+    await db.end_session(first.session_id, max_minutes=180, lease_seconds=60)
     clash = await db.start_session(start_request(pod.id, setup_intent="seti_b", code="111111"))
     assert clash.outcome == "code_clash"
     fresh = await db.start_session(start_request(pod.id, setup_intent="seti_b", code="222222"))
@@ -263,17 +272,64 @@ async def test_end_fixes_the_end_once_frees_the_pod_and_returns_the_session(
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
     await db.start_session(request)
-    first = await db.end_session(request.session_id, max_minutes=180)
-    assert first is not None and first.end_time is not None
+    ended = await db.end_session(request.session_id, max_minutes=180, lease_seconds=60)
+    assert ended is not None
+    first = ended.session
+    assert first.end_time is not None
     assert first.payment_status is PaymentStatus.PENDING
     # what it returns is what a read finds afterwards (but for the clock)
     read = await db.get_session_by_id(request.session_id)
     assert read is not None and first == replace(read, now=first.now)
     assert (await db.get_pod_by_id(pod.id)).in_use is False  # type: ignore[union-attr]
     await asyncio.sleep(0.01)
-    again = await db.end_session(request.session_id, max_minutes=180)
-    assert again is not None and again.end_time == first.end_time
-    assert await db.end_session(uuid4(), max_minutes=180) is None
+    again = await db.end_session(request.session_id, max_minutes=180, lease_seconds=60)
+    assert again is not None and again.session.end_time == first.end_time
+    assert await db.end_session(uuid4(), max_minutes=180, lease_seconds=60) is None
+
+
+async def test_the_end_hands_the_charge_to_one_caller_at_a_time(db: Database) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    ends = await asyncio.gather(
+        *(db.end_session(request.session_id, max_minutes=180, lease_seconds=60) for _ in range(10))
+    )
+    assert sorted(end.charge_claimed for end in ends if end) == [False] * 9 + [True]
+    assert len({end.session.end_time for end in ends if end}) == 1
+    # the lease is the same one claim_charge hands out
+    assert await db.claim_charge(request.session_id, cost_pence=263, lease_seconds=60) == (
+        ChargeClaim(cost_pence=263, claimed=False)
+    )
+    # let go (Stripe unreachable): the next end takes it again, and a lapsed lease too
+    await db.release_charge(request.session_id)
+    assert await ended_and_claimed(db, request.session_id, lease_seconds=0)
+    assert await ended_and_claimed(db, request.session_id, lease_seconds=60)
+    assert not await ended_and_claimed(db, request.session_id, lease_seconds=60)
+    # settled: nothing left to charge
+    await paid(db, request.session_id, PaymentStatus.SUCCEEDED)
+    await db.release_charge(request.session_id)
+    assert not await ended_and_claimed(db, request.session_id, lease_seconds=60)
+
+
+async def paid(
+    db: Database, session_id: UUID, status: PaymentStatus, *, cost_pence: int = 263
+) -> str:
+    """Stripe's answer to the session's charge recorded, with no e-mail to queue."""
+    error = None if status is PaymentStatus.SUCCEEDED else "declined"
+    return await db.record_payment(
+        session_id,
+        cost_pence=cost_pence,
+        status=status,
+        payment_intent_id="pi_1",
+        error=error,
+        emails=[],
+    )
+
+
+async def ended_and_claimed(db: Database, session_id: UUID, *, lease_seconds: int) -> bool:
+    ended = await db.end_session(session_id, max_minutes=180, lease_seconds=lease_seconds)
+    assert isinstance(ended, EndedSession)
+    return ended.charge_claimed
 
 
 async def test_close_caps_the_end_at_the_longest_session(
@@ -287,7 +343,7 @@ async def test_close_caps_the_end_at_the_longest_session(
         request.session_id,
     )
     assert await db.list_overdue_sessions(max_minutes=180) == [request.session_id]
-    await db.end_session(request.session_id, max_minutes=180)
+    await db.end_session(request.session_id, max_minutes=180, lease_seconds=60)
     session = await db.get_session_by_id(request.session_id)
     assert session is not None and session.end_time is not None
     assert (session.end_time - session.start_time).total_seconds() == 180 * 60
@@ -295,11 +351,13 @@ async def test_close_caps_the_end_at_the_longest_session(
 
 
 async def ended_session(db: Database, cost: int = 263) -> UUID:
+    """Ended, its cost fixed, and nobody charging it (its ender let go of the lease)."""
     pod = await db.insert_pod(POD)
     request = start_request(pod.id)
     await db.start_session(request)
-    await db.end_session(request.session_id, max_minutes=180)
+    await db.end_session(request.session_id, max_minutes=180, lease_seconds=60)
     assert await db.set_session_cost(request.session_id, cost) is True
+    await db.release_charge(request.session_id)
     return request.session_id
 
 
@@ -350,7 +408,7 @@ async def test_an_ended_session_lists_its_code_until_it_is_removed(db: Database)
     await db.record_access_code(session_id, access_code_id="ac_1", status="unset")
     assert await db.update_access_code_status(session_id, access_code_id="ac_1", status="set")
     assert not await db.update_access_code_status(session_id, access_code_id="ac_9", status="x")
-    await db.end_session(session_id, max_minutes=180)
+    await db.end_session(session_id, max_minutes=180, lease_seconds=60)
     assert await db.list_access_code_work(limit=10) == [session_id]
 
     assert await db.update_access_code_status(session_id, access_code_id="ac_1", status="removed")
@@ -375,11 +433,16 @@ async def test_giving_up_on_a_code_happens_once_and_is_listed_until_settled(
     assert not await db.record_access_code(session_id, access_code_id="ac_1", status="unset")
     # a replica stopped half-way through ending it: the next one finishes the job
     assert await db.list_access_code_work(limit=10) == [session_id]
-    await db.end_session(session_id, max_minutes=180)
+    await db.end_session(session_id, max_minutes=180, lease_seconds=60)
     await db.set_session_cost(session_id, 0)
     assert await db.list_access_code_work(limit=10) == [session_id]
     await db.record_payment(
-        session_id, status=PaymentStatus.NOT_CHARGED, payment_intent_id=None, error=None, emails=[]
+        session_id,
+        cost_pence=0,
+        status=PaymentStatus.NOT_CHARGED,
+        payment_intent_id=None,
+        error=None,
+        emails=[],
     )
     assert await db.list_access_code_work(limit=10) == []
     session = await db.get_session_by_id(session_id)
@@ -424,7 +487,8 @@ async def test_the_first_claim_fixes_the_cost(db: Database) -> None:
     await db.start_session(request)
     # not ended: nothing to charge, nothing fixed
     assert await db.claim_charge(request.session_id, cost_pence=263, lease_seconds=60) is None
-    await db.end_session(request.session_id, max_minutes=180)
+    # ended, by a caller whose lease lapses at once
+    await db.end_session(request.session_id, max_minutes=180, lease_seconds=0)
     claims = await asyncio.gather(
         *(db.claim_charge(request.session_id, cost_pence=c, lease_seconds=60) for c in (263, 264))
     )
@@ -441,13 +505,7 @@ async def test_the_first_claim_fixes_the_cost(db: Database) -> None:
         ChargeClaim(cost_pence=session.cost_pence, claimed=True)
     )
     # settled: no charge to claim any more
-    await db.record_payment(
-        request.session_id,
-        status=PaymentStatus.SUCCEEDED,
-        payment_intent_id="pi_1",
-        error=None,
-        emails=[],
-    )
+    await paid(db, request.session_id, PaymentStatus.SUCCEEDED, cost_pence=1)
     assert await db.claim_charge(request.session_id, cost_pence=1, lease_seconds=60) is None
 
 
@@ -460,6 +518,7 @@ async def test_record_payment_moves_pending_once_and_queues_emails(
     )
     outcome = await db.record_payment(
         session_id,
+        cost_pence=263,
         status=PaymentStatus.SUCCEEDED,
         payment_intent_id="pi_1",
         error=None,
@@ -468,6 +527,7 @@ async def test_record_payment_moves_pending_once_and_queues_emails(
     assert outcome == "recorded"
     again = await db.record_payment(
         session_id,
+        cost_pence=263,
         status=PaymentStatus.FAILED,
         payment_intent_id="pi_2",
         error="declined",
@@ -480,6 +540,19 @@ async def test_record_payment_moves_pending_once_and_queues_emails(
     assert await sql.fetchval("select count(*) from email_outbox where kind = 'receipt'") == 1
 
 
+async def test_record_payment_fixes_the_cost_unless_fixed_before(db: Database) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    await db.end_session(request.session_id, max_minutes=180, lease_seconds=60)
+    assert await paid(db, request.session_id, PaymentStatus.FAILED, cost_pence=264) == "recorded"
+    later = await paid(db, request.session_id, PaymentStatus.SUCCEEDED, cost_pence=999)
+    assert later == "recorded"
+    session = await db.get_session_by_id(request.session_id)
+    assert session is not None
+    assert (session.cost_pence, session.payment_status) == (264, PaymentStatus.SUCCEEDED)
+
+
 async def test_a_failed_payment_can_later_succeed_but_not_the_reverse(db: Database) -> None:
     session_id = await ended_session(db)
     for status, expected in [
@@ -487,15 +560,12 @@ async def test_a_failed_payment_can_later_succeed_but_not_the_reverse(db: Databa
         (PaymentStatus.SUCCEEDED, "recorded"),
         (PaymentStatus.FAILED, "unchanged"),
     ]:
-        outcome = await db.record_payment(
-            session_id, status=status, payment_intent_id="pi_1", error=None, emails=[]
-        )
-        assert outcome == expected
+        assert await paid(db, session_id, status) == expected
 
 
 async def test_record_payment_with_an_event_id_runs_once(db: Database) -> None:
     session_id = await ended_session(db)
-    kwargs = {"payment_intent_id": "pi_1", "error": None, "emails": []}
+    kwargs = {"cost_pence": 263, "payment_intent_id": "pi_1", "error": None, "emails": []}
     first = await db.record_payment(
         session_id, status=PaymentStatus.SUCCEEDED, event_id="evt_9", event_type="x", **kwargs
     )
@@ -635,7 +705,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_claim_access_code_work(uuid,integer)",
         "qwip_claim_charge(uuid,integer,integer)",
         "qwip_claim_emails(integer,integer)",
-        "qwip_end_session(uuid,integer)",
+        "qwip_end_session(uuid,integer,integer)",
         "qwip_fail_access_code(uuid)",
         "qwip_get_session(uuid,text)",
         "qwip_list_access_code_work(integer)",
@@ -645,10 +715,10 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_queue_emails(jsonb)",
         "qwip_record_access_code(uuid,text,text)",
         "qwip_record_event(text,text,jsonb)",
-        "qwip_record_payment(uuid,text,text,text,jsonb,text,text)",
+        "qwip_record_payment(uuid,integer,text,text,text,jsonb,text,text)",
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_service_only(text[])",
-        "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,jsonb,jsonb)",
+        "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,jsonb)",
         "qwip_update_access_code_status(uuid,text,text)",
     ]
     assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [

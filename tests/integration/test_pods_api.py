@@ -145,7 +145,12 @@ async def test_missing_or_malformed_pod_is_422(
 
 
 async def open_session(
-    db: PostgresDatabase, sql: asyncpg.Connection, pod_id: int, *, minutes_ago: int
+    db: PostgresDatabase,
+    sql: asyncpg.Connection,
+    pod_id: int,
+    *,
+    minutes_ago: int,
+    free_minutes: int = 0,
 ) -> UUID:
     """An open session that started `minutes_ago` minutes and 30 seconds ago."""
     session_id = uuid4()
@@ -160,6 +165,7 @@ async def open_session(
             customer_id="cus_1",
             payment_method="pm_1",
             access_code="123456",
+            free_minutes=free_minutes,
             started_email=None,
             unavailable_email=None,
         )
@@ -195,11 +201,21 @@ async def test_preview_of_an_open_session(
         }
 
 
+async def test_preview_counts_the_free_minutes_the_session_was_booked_with(
+    client: httpx.AsyncClient, db: PostgresDatabase, sql: asyncpg.Connection, pods: dict[str, int]
+) -> None:
+    # booked while FREE_MINUTES was 5; the service now runs with none
+    session_id = await open_session(db, sql, pods["pod1"], minutes_ago=10, free_minutes=5)
+    body = (await client.get(f"/api/end-session-preview?sessionId={session_id}")).json()
+    # 10 min 30 s less 5 free minutes at 0.25 a minute: 137.5p, half-up
+    assert (body["elapsed_seconds"] in range(630, 633), body["cost_pence"]) == (True, 138)
+
+
 async def test_preview_of_an_ended_session_is_fixed(
     client: httpx.AsyncClient, db: PostgresDatabase, sql: asyncpg.Connection, pods: dict[str, int]
 ) -> None:
     session_id = await open_session(db, sql, pods["pod1"], minutes_ago=10)
-    await db.end_session(session_id, max_minutes=180)
+    await db.end_session(session_id, max_minutes=180, lease_seconds=60)
     await db.set_session_cost(session_id, 263)
     first = (await client.get(f"/api/end-session-preview?sessionId={session_id}")).json()
     second = (await client.get(f"/api/end-session-preview?sessionId={session_id}")).json()

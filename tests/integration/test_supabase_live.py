@@ -71,6 +71,7 @@ def start_request(pod_id: int, tag: str, event: str) -> StartSessionRequest:
         customer_id="cus_live",
         payment_method="pm_live",
         access_code="123456",
+        free_minutes=5,
         started_email=QueuedEmail(
             dedupe_key=f"access_code:{tag}:{session_id}",
             kind="access_code",
@@ -110,19 +111,25 @@ async def test_a_session_from_start_to_payment_on_a_live_project(
 
     session = await live.get_session_by_setup_intent(f"seti_{tag}")
     assert session is not None and session.id == request.session_id
-    assert (str(session.price_per_minute), session.end_time) == ("0.3000", None)
+    assert (str(session.price_per_minute), session.free_minutes, session.end_time) == (
+        "0.3000",
+        5,
+        None,
+    )
     assert session.now >= session.start_time
 
-    closed = await live.end_session(request.session_id, max_minutes=180)
-    assert closed is not None and closed.end_time is not None
+    closed = await live.end_session(request.session_id, max_minutes=180, lease_seconds=60)
+    assert closed is not None and closed.session.end_time is not None and closed.charge_claimed
+    # the end holds the lease: another caller fixes the cost but waits
     assert await live.claim_charge(request.session_id, cost_pence=263, lease_seconds=60) == (
-        ChargeClaim(cost_pence=263, claimed=True)
+        ChargeClaim(cost_pence=263, claimed=False)
     )
     assert await live.claim_charge(request.session_id, cost_pence=999, lease_seconds=60) == (
         ChargeClaim(cost_pence=263, claimed=False)
     )
     outcome = await live.record_payment(
         request.session_id,
+        cost_pence=999,
         status=PaymentStatus.SUCCEEDED,
         payment_intent_id=f"pi_{tag}",
         error=None,

@@ -65,6 +65,7 @@ def session(**changes: object) -> SessionRecord:
         start_time=START,
         end_time=START + timedelta(minutes=10, seconds=30),
         price_per_minute=Decimal("0.25"),
+        free_minutes=0,
         currency="gbp",
         stripe_customer_id="cus_1",
         stripe_payment_method="pm_1",

@@ -23,6 +23,7 @@ from svc.database_accessor import (
 from svc.env import ConfigurationError
 from svc.models import (
     ChargeClaim,
+    EndedSession,
     NewPod,
     OutboxEmail,
     Pod,
@@ -66,6 +67,7 @@ SESSION_ROW = {
     "start_time": "2026-11-26T10:00:00.12345+00:00",
     "end_time": "2026-11-26T10:10:30+00:00",
     "price_per_minute": "0.2500",
+    "free_minutes": 0,
     "currency": "gbp",
     "stripe_customer_id": "cus_1",
     "stripe_payment_method": "pm_1",
@@ -407,6 +409,7 @@ EXPECTED_SESSION = SessionRecord(
     start_time=datetime(2026, 11, 26, 10, 0, 0, 123450, tzinfo=UTC),
     end_time=datetime(2026, 11, 26, 10, 10, 30, tzinfo=UTC),
     price_per_minute=Decimal("0.2500"),
+    free_minutes=0,
     currency="gbp",
     stripe_customer_id="cus_1",
     stripe_payment_method="pm_1",
@@ -473,6 +476,7 @@ START = StartSessionRequest(
     customer_id="cus_1",
     payment_method="pm_1",
     access_code="123456",
+    free_minutes=5,
     started_email=QueuedEmail(
         dedupe_key=f"access_code:{SESSION}",
         kind="access_code",
@@ -504,6 +508,7 @@ async def test_start_session_is_one_rpc(connect: Connect) -> None:
             "p_customer_id": "cus_1",
             "p_payment_method": "pm_1",
             "p_access_code": "123456",
+            "p_free_minutes": 5,
             "p_started_email": {
                 "dedupe_key": f"access_code:{SESSION}",
                 "kind": "access_code",
@@ -516,23 +521,34 @@ async def test_start_session_is_one_rpc(connect: Connect) -> None:
 
 
 async def test_end_session(connect: Connect) -> None:
-    database, fake = await connect(rows(200, [SESSION_ROW]), rows(200, []))
-    assert await database.end_session(SESSION, max_minutes=180) == EXPECTED_SESSION
-    assert await database.end_session(SESSION, max_minutes=180) is None  # unknown
+    database, fake = await connect(
+        rows(200, [{**SESSION_ROW, "charge_claimed": True}]),
+        rows(200, [{**SESSION_ROW, "charge_claimed": False}]),
+        rows(200, []),
+    )
+    ended = await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
+    assert ended == EndedSession(EXPECTED_SESSION, charge_claimed=True)
+    again = await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
+    assert again == EndedSession(EXPECTED_SESSION, charge_claimed=False)
+    assert await database.end_session(UUID(int=1), max_minutes=180, lease_seconds=120) is None
     assert_request(
         fake.requests[0],
         "POST",
         "/rest/v1/rpc/qwip_end_session",
-        body={"p_session_id": str(SESSION), "p_max_minutes": 180},
+        body={"p_session_id": str(SESSION), "p_max_minutes": 180, "p_lease_seconds": 120},
     )
 
 
 async def test_an_rpc_answering_the_wrong_shape_is_an_error(connect: Connect) -> None:
     database, _ = await connect(
-        rows(200, True), rows(200, [{"cost_pence": "263", "claimed": True}])
+        rows(200, True),
+        rows(200, [{**SESSION_ROW, "charge_claimed": None}]),
+        rows(200, [{"cost_pence": "263", "claimed": True}]),
     )
     with pytest.raises(TypeError, match=r"^qwip_end_session: expected list from PostgREST"):
-        await database.end_session(SESSION, max_minutes=180)
+        await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
+    with pytest.raises(TypeError, match=r"^expected a flag for the charge lease, got None"):
+        await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
     with pytest.raises(TypeError, match=r"^expected a cost in pence and a flag"):
         await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120)
 
@@ -591,6 +607,7 @@ async def test_record_payment(connect: Connect) -> None:
     database, fake = await connect(rows(200, "recorded"), rows(200, "duplicate"))
     outcome = await database.record_payment(
         SESSION,
+        cost_pence=263,
         status=PaymentStatus.FAILED,
         payment_intent_id="pi_1",
         error="Your card was declined.",
@@ -599,6 +616,7 @@ async def test_record_payment(connect: Connect) -> None:
     assert outcome == "recorded"
     again = await database.record_payment(
         SESSION,
+        cost_pence=263,
         status=PaymentStatus.SUCCEEDED,
         payment_intent_id=None,
         error=None,
@@ -613,6 +631,7 @@ async def test_record_payment(connect: Connect) -> None:
         "/rest/v1/rpc/qwip_record_payment",
         body={
             "p_session_id": str(SESSION),
+            "p_cost_pence": 263,
             "p_status": "failed",
             "p_payment_intent_id": "pi_1",
             "p_error": "Your card was declined.",
@@ -623,6 +642,7 @@ async def test_record_payment(connect: Connect) -> None:
     )
     assert json.loads(fake.requests[1].content) == {
         "p_session_id": str(SESSION),
+        "p_cost_pence": 263,
         "p_status": "succeeded",
         "p_payment_intent_id": None,
         "p_error": None,
@@ -885,12 +905,17 @@ OPERATIONS: dict[str, Operation] = {
     "get_session_by_id": lambda db: db.get_session_by_id(SESSION),
     "get_session_by_setup_intent": lambda db: db.get_session_by_setup_intent("seti_1"),
     "start_session": lambda db: db.start_session(START),
-    "end_session": lambda db: db.end_session(SESSION, max_minutes=180),
+    "end_session": lambda db: db.end_session(SESSION, max_minutes=180, lease_seconds=120),
     "set_session_cost": lambda db: db.set_session_cost(SESSION, 263),
     "claim_charge": lambda db: db.claim_charge(SESSION, cost_pence=263, lease_seconds=120),
     "release_charge": lambda db: db.release_charge(SESSION),
     "record_payment": lambda db: db.record_payment(
-        SESSION, status=PaymentStatus.SUCCEEDED, payment_intent_id=None, error=None, emails=[]
+        SESSION,
+        cost_pence=263,
+        status=PaymentStatus.SUCCEEDED,
+        payment_intent_id=None,
+        error=None,
+        emails=[],
     ),
     "list_unsettled_sessions": lambda db: db.list_unsettled_sessions(idle_seconds=60),
     "list_overdue_sessions": lambda db: db.list_overdue_sessions(max_minutes=180),
