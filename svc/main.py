@@ -394,9 +394,9 @@ def add_routes(app: FastAPI) -> None:
         tags=["sessions"],
         dependencies=[Depends(require_json)],
     )
-    async def end_session(services: ServicesDep, body: EndSessionRequest) -> EndSessionResult:
+    async def end_session(services: ServicesDep, body: EndSessionRequest) -> Response:
         """End a session and charge it, once, however many times it is called."""
-        return await bookings.end_session(services, body.session_id)
+        return json_of(await bookings.end_session(services, body.session_id))
 
 
 app = create_app()
