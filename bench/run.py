@@ -743,7 +743,7 @@ def cpu_of_a_burst(slow: dict[str, Any]) -> list[str]:
         f"cores it would have made the burst {serial:.0f} ms; it took {burst:.0f} ms. What "
         "overlaps the wait is the work done while answers are on their way (localstripe's, "
         "and the service's on the first answers back); what cannot is the work before the "
-        "last charge leaves: every request's parsing, two statements and the Stripe "
+        "last charge leaves: every request's parsing, one statement and the Stripe "
         "request, on the service's one core. Nothing waits on a lock, a pool or a thread.",
     ]
 
