@@ -848,9 +848,14 @@ class SupabaseDatabase:
 
     # Sessions
 
+    async def _first_row(self, function: str, params: dict[str, Any]) -> Any:
+        """The first row a set-returning function answers, or None when it answers none."""
+        rows = _expect(await self._rpc(function, params), list, function)
+        return rows[0] if rows else None
+
     async def _get_session(self, params: dict[str, str]) -> SessionRecord | None:
-        rows = _expect(await self._rpc("qwip_get_session", params), list, "qwip_get_session")
-        return _session(rows[0]) if rows else None
+        row = await self._first_row("qwip_get_session", params)
+        return _session(row) if row else None
 
     async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None:
         return await self._get_session({"p_session_id": str(session_id)})
@@ -885,7 +890,7 @@ class SupabaseDatabase:
     async def end_session(
         self, session_id: UUID, *, max_minutes: int, lease_seconds: int
     ) -> EndedSession | None:
-        rows = await self._rpc(
+        row = await self._first_row(
             "qwip_end_session",
             {
                 "p_session_id": str(session_id),
@@ -893,8 +898,7 @@ class SupabaseDatabase:
                 "p_lease_seconds": lease_seconds,
             },
         )
-        rows = _expect(rows, list, "qwip_end_session")
-        return _ended_session(rows[0]) if rows else None
+        return _ended_session(row) if row else None
 
     async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
         # The first computation wins; a later one (another replica, a retry) keeps it.
@@ -910,7 +914,7 @@ class SupabaseDatabase:
     async def claim_charge(
         self, session_id: UUID, *, cost_pence: int, lease_seconds: int
     ) -> ChargeClaim | None:
-        rows = await self._rpc(
+        row = await self._first_row(
             "qwip_claim_charge",
             {
                 "p_session_id": str(session_id),
@@ -918,8 +922,7 @@ class SupabaseDatabase:
                 "p_lease_seconds": lease_seconds,
             },
         )
-        rows = _expect(rows, list, "qwip_claim_charge")
-        return _charge_claim(rows[0]) if rows else None
+        return _charge_claim(row) if row else None
 
     async def release_charge(self, session_id: UUID) -> None:
         await self._send(
