@@ -103,10 +103,6 @@ class Database(Protocol):
         stands, or None for an unknown id."""
         ...
 
-    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
-        """True when this call fixed the cost; False when it was fixed before."""
-        ...
-
     async def claim_charge(
         self, session_id: UUID, *, cost_pence: int, lease_seconds: int
     ) -> ChargeClaim | None:
@@ -468,16 +464,6 @@ class PostgresDatabase:
             "select * from qwip_end_session($1, $2, $3)", session_id, max_minutes, lease_seconds
         )
         return _ended_session(row) if row else None
-
-    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
-        # The first computation wins; a later one (another replica, a retry) keeps it.
-        status = await self._execute(
-            "update pod_sessions set cost_pence = $2, updated_at = now() "
-            "where id = $1 and cost_pence is null and end_time is not null",
-            session_id,
-            cost_pence,
-        )
-        return status == "UPDATE 1"
 
     async def claim_charge(
         self, session_id: UUID, *, cost_pence: int, lease_seconds: int
@@ -899,17 +885,6 @@ class SupabaseDatabase:
             },
         )
         return _ended_session(row) if row else None
-
-    async def set_session_cost(self, session_id: UUID, cost_pence: int) -> bool:
-        # The first computation wins; a later one (another replica, a retry) keeps it.
-        updated = await self._rows(
-            self._client.table("pod_sessions")
-            .update({"cost_pence": cost_pence, "updated_at": _DATABASE_NOW})
-            .eq("id", str(session_id))
-            .is_("cost_pence", "null")
-            .not_.is_("end_time", "null")
-        )
-        return bool(updated)
 
     async def claim_charge(
         self, session_id: UUID, *, cost_pence: int, lease_seconds: int

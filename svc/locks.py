@@ -270,7 +270,6 @@ async def _give_up(services: Services, session: SessionRecord, *, reason: str) -
         max_minutes=settings.MAX_SESSION_MINUTES,
         lease_seconds=settings.CHARGE_LEASE_SECONDS,
     )
-    await db.set_session_cost(session.id, 0)
     await db.record_payment(
         session.id,
         cost_pence=0,

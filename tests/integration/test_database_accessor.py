@@ -356,7 +356,10 @@ async def ended_session(db: Database, cost: int = 263) -> UUID:
     request = start_request(pod.id)
     await db.start_session(request)
     await db.end_session(request.session_id, max_minutes=180, lease_seconds=60)
-    assert await db.set_session_cost(request.session_id, cost) is True
+    # another caller fixes the cost while the ender holds the lease; then the ender lets go
+    assert await db.claim_charge(request.session_id, cost_pence=cost, lease_seconds=60) == (
+        ChargeClaim(cost_pence=cost, claimed=False)
+    )
     await db.release_charge(request.session_id)
     return request.session_id
 
@@ -434,7 +437,6 @@ async def test_giving_up_on_a_code_happens_once_and_is_listed_until_settled(
     # a replica stopped half-way through ending it: the next one finishes the job
     assert await db.list_access_code_work(limit=10) == [session_id]
     await db.end_session(session_id, max_minutes=180, lease_seconds=60)
-    await db.set_session_cost(session_id, 0)
     assert await db.list_access_code_work(limit=10) == [session_id]
     await db.record_payment(
         session_id,
@@ -460,7 +462,9 @@ async def test_a_code_with_a_session_on_it_is_not_given_up(db: Database) -> None
 
 async def test_first_cost_recorded_is_kept(db: Database) -> None:
     session_id = await ended_session(db, cost=263)
-    assert await db.set_session_cost(session_id, 999) is False
+    assert await db.claim_charge(session_id, cost_pence=999, lease_seconds=60) == ChargeClaim(
+        cost_pence=263, claimed=True
+    )
     session = await db.get_session_by_id(session_id)
     assert session is not None and session.cost_pence == 263
 

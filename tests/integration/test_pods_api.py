@@ -216,7 +216,6 @@ async def test_preview_of_an_ended_session_is_fixed(
 ) -> None:
     session_id = await open_session(db, sql, pods["pod1"], minutes_ago=10)
     await db.end_session(session_id, max_minutes=180, lease_seconds=60)
-    await db.set_session_cost(session_id, 263)
     first = (await client.get(f"/api/end-session-preview?sessionId={session_id}")).json()
     second = (await client.get(f"/api/end-session-preview?sessionId={session_id}")).json()
     assert first == second

@@ -553,22 +553,6 @@ async def test_an_rpc_answering_the_wrong_shape_is_an_error(connect: Connect) ->
         await database.claim_charge(SESSION, cost_pence=263, lease_seconds=120)
 
 
-async def test_set_session_cost_only_where_none_is_recorded(connect: Connect) -> None:
-    database, fake = await connect(
-        rows(200, [{"id": str(SESSION), "cost_pence": 263}]), rows(200, [])
-    )
-    assert await database.set_session_cost(SESSION, 263) is True
-    assert await database.set_session_cost(SESSION, 999) is False  # fixed before
-    assert_request(
-        fake.requests[0],
-        "PATCH",
-        "/rest/v1/pod_sessions",
-        [("id", f"eq.{SESSION}"), ("cost_pence", "is.null"), ("end_time", "not.is.null")],
-        prefer="return=representation",
-        body={"cost_pence": 263, "updated_at": "now"},
-    )
-
-
 async def test_claim_charge(connect: Connect) -> None:
     database, fake = await connect(
         rows(200, [{"cost_pence": 263, "claimed": True}]),
@@ -906,7 +890,6 @@ OPERATIONS: dict[str, Operation] = {
     "get_session_by_setup_intent": lambda db: db.get_session_by_setup_intent("seti_1"),
     "start_session": lambda db: db.start_session(START),
     "end_session": lambda db: db.end_session(SESSION, max_minutes=180, lease_seconds=120),
-    "set_session_cost": lambda db: db.set_session_cost(SESSION, 263),
     "claim_charge": lambda db: db.claim_charge(SESSION, cost_pence=263, lease_seconds=120),
     "release_charge": lambda db: db.release_charge(SESSION),
     "record_payment": lambda db: db.record_payment(
