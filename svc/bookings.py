@@ -412,8 +412,10 @@ async def _reconcile_payment(services: Services, event: StripeEvent) -> WebhookA
         session = await db.get_session_by_id(UUID(raw_session_id))
     except ValueError:
         pass
-    ended = session is not None and session.end_time is not None
-    if session is None or not ended or intent.get("amount") != session_cost_pence(session):
+    cost = None  # an open session has no charge for the event to be about
+    if session is not None and session.end_time is not None:
+        cost = session_cost_pence(session)
+    if session is None or cost is None or intent.get("amount") != cost:
         logger.info("webhook.unmatched_payment event_id=%s", event.id)
         is_new = await db.record_event(event.id, event.type)
         return WebhookAck(status="success" if is_new else "duplicate")
@@ -424,7 +426,6 @@ async def _reconcile_payment(services: Services, event: StripeEvent) -> WebhookA
     if not succeeded:
         last = intent.get("last_payment_error") or {}
         error = f"{last.get('code') or 'payment_failed'}: {last.get('message') or 'declined'}"
-    cost = session_cost_pence(session)
     emails = email_manager.settlement_emails(
         session,
         cost_pence=cost,
