@@ -11,30 +11,31 @@ import logging
 import math
 import secrets
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from uuid import UUID, uuid4
 
-import stripe
-from seam import AsyncSeam
-
 from svc import email_manager, payments_manager, seam_accessor
+from svc.background import retry_delay
 from svc.database_accessor import Database
-from svc.email_manager import EmailNotSent, Mailer
-from svc.env import Settings
+from svc.email_manager import EmailNotSent
 from svc.errors import ServiceError
-from svc.models import (
+from svc.payments_manager import PaymentProviderUnavailable, SetupIntentInfo, StripeEvent
+from svc.records import OutboxEmail, Pod, SessionRecord, StartSessionRequest
+from svc.schemas import (
     BookingConfirmed,
     EndSessionResult,
-    OutboxEmail,
-    Pod,
     SessionPreview,
-    SessionRecord,
     SetupIntentCreated,
-    StartSessionRequest,
     WebhookAck,
 )
-from svc.payments_manager import PaymentProviderUnavailable, SetupIntentInfo, StripeEvent
-from svc.types import AccessCodeStatus, PaymentStatus, SessionState
+from svc.services import Services
+from svc.types import (
+    AccessCodeStatus,
+    PaymentRecorded,
+    PaymentStatus,
+    SessionState,
+    StartOutcomeKind,
+)
 from svc.utils import compute_cost_pence, elapsed_seconds, pence_to_major, short_id
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ EMAIL_BATCH = 20
 # or ends is delivered in a few rounds after the burst, over one SMTP connection each,
 # instead of a connection (and a login to the mail server) for every few messages.
 EMAIL_QUIET_SECONDS = 0.02
-LINGER_AT_MOST_SECONDS = 0.5
 EMAIL_MAX_RETRY_SECONDS = 600
 
 
@@ -100,57 +100,6 @@ class SetupIntentNotSucceeded(ServiceError):
 
 class BookingNotStarted(ServiceError):
     status_code = 409
-
-
-@dataclass
-class Outbox:
-    """Wakes a background worker (the e-mail sender, the locks') as soon as it has work,
-    instead of at its next round."""
-
-    _event: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def wake(self) -> None:
-        self._event.set()
-
-    async def wait(self, timeout: float, *, quiet: float = 0.0) -> None:
-        """Until woken, or until `timeout` passes. With `quiet`, a wake is followed by a
-        wait until no other came for `quiet` seconds (LINGER_AT_MOST_SECONDS at most): work
-        queued together is done in one round, after the requests that queued it."""
-        if await self._woken(timeout) and quiet:
-            lingering_until = time.monotonic() + LINGER_AT_MOST_SECONDS
-            while time.monotonic() < lingering_until and await self._woken(
-                min(quiet, lingering_until - time.monotonic())
-            ):
-                pass
-
-    async def _woken(self, timeout: float) -> bool:
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
-        # arrives as the event is set, and the worker then outlives the app's shutdown.
-        try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-        except TimeoutError:
-            return False
-        finally:
-            self._event.clear()
-        return True
-
-
-@dataclass(frozen=True)
-class Services:
-    """What the lifecycle talks to, built once by the app's lifespan."""
-
-    settings: Settings
-    db: Database
-    stripe: stripe.StripeClient
-    mailer: Mailer
-    outbox: Outbox
-    seam: AsyncSeam | None = None
-    """Seam's client when SEAM_API_KEY is set; without it every code is generated locally."""
-    lock_work: Outbox = field(default_factory=Outbox)
-
-    def has_smart_lock(self, seam_device_id: str | None) -> bool:
-        return self.seam is not None and seam_device_id is not None
 
 
 # Pods and previews
@@ -226,7 +175,12 @@ async def create_setup_intent(
     pod = await find_pod(services.db, name=name, pod_id=pod_id)
     if pod.in_use:
         raise PodInUse(pod.name)
-    return await payments_manager.create_setup_intent(services.stripe, pod=pod, email=email)
+    setup = await payments_manager.create_setup_intent(services.stripe, pod=pod, email=email)
+    return SetupIntentCreated(
+        client_secret=setup.client_secret,
+        customer_id=setup.customer_id,
+        setup_intent_id=setup.setup_intent_id,
+    )
 
 
 # Starting a session: one path for the webhook and for the page's confirm-booking.
@@ -234,7 +188,7 @@ async def create_setup_intent(
 
 @dataclass(frozen=True)
 class StartResult:
-    outcome: str  # started, existing, duplicate, pod_unavailable, unknown_pod
+    outcome: StartOutcomeKind
     session: SessionRecord | None = None
     pod_name: str | None = None
 
@@ -260,8 +214,8 @@ async def start_session(
     existing = await db.get_session_by_setup_intent(setup.id)
     if existing is not None:
         if event_id is not None and not await db.record_event(event_id, event_type or ""):
-            return StartResult("duplicate", existing)
-        return StartResult("existing", existing)
+            return StartResult(StartOutcomeKind.DUPLICATE, existing)
+        return StartResult(StartOutcomeKind.EXISTING, existing)
 
     pod = await _pod_of_setup(db, setup)
     if pod is None:
@@ -278,11 +232,11 @@ async def start_session(
         if event_id is not None:
             is_new = await db.record_event(event_id, event_type or "", alert)
             if not is_new:
-                return StartResult("duplicate")
+                return StartResult(StartOutcomeKind.DUPLICATE)
         else:
             await db.queue_emails(alert)
         services.outbox.wake()
-        return StartResult("unknown_pod")
+        return StartResult(StartOutcomeKind.UNKNOWN_POD)
     if setup.customer_id is None:
         raise BookingNotStarted("The card setup has no customer; create it with this service.")
 
@@ -321,24 +275,24 @@ async def start_session(
                 ),
             )
         )
-        if outcome.outcome != "code_clash":
+        if outcome.outcome is not StartOutcomeKind.CODE_CLASH:
             break
     else:
         raise RuntimeError("five access codes in a row clashed with recent ones")
 
-    if outcome.outcome in ("started", "pod_unavailable"):
+    if outcome.outcome in (StartOutcomeKind.STARTED, StartOutcomeKind.POD_UNAVAILABLE):
         services.outbox.wake()
-    if outcome.outcome == "started" and smart_lock:
+    if outcome.outcome is StartOutcomeKind.STARTED and smart_lock:
         # The code goes onto the lock now that the session exists, off this request's path.
         services.lock_work.wake()
-    if outcome.outcome == "pod_unavailable":
+    if outcome.outcome is StartOutcomeKind.POD_UNAVAILABLE:
         logger.info("booking.pod_unavailable pod=%s setup_intent=%s", pod.name, setup.id)
-        return StartResult("pod_unavailable", pod_name=pod.name)
-    if outcome.outcome == "duplicate":
-        return StartResult("duplicate")
+        return StartResult(StartOutcomeKind.POD_UNAVAILABLE, pod_name=pod.name)
+    if outcome.outcome is StartOutcomeKind.DUPLICATE:
+        return StartResult(StartOutcomeKind.DUPLICATE)
     assert outcome.session_id is not None
     session = await find_session(db, outcome.session_id)
-    if outcome.outcome == "started":
+    if outcome.outcome is StartOutcomeKind.STARTED:
         logger.info(
             "booking.started pod=%s session=%s email_known=%s",
             pod.name,
@@ -361,9 +315,9 @@ async def confirm_booking(
     if setup.status != "succeeded":
         raise SetupIntentNotSucceeded(setup.status)
     result = await start_session(services, setup=setup)
-    if result.outcome == "pod_unavailable":
+    if result.outcome is StartOutcomeKind.POD_UNAVAILABLE:
         raise PodTaken(result.pod_name or "")
-    if result.outcome == "unknown_pod":
+    if result.outcome is StartOutcomeKind.UNKNOWN_POD:
         raise PodNotFound(f"named {setup.metadata.get('pod_name', '')!r}")
     assert result.session is not None
     session = result.session
@@ -395,7 +349,9 @@ async def handle_webhook(
         result = await start_session(
             services, setup=setup, event_id=event.id, event_type=event.type
         )
-        return WebhookAck(status="duplicate" if result.outcome == "duplicate" else "success")
+        return WebhookAck(
+            status="duplicate" if result.outcome is StartOutcomeKind.DUPLICATE else "success"
+        )
     if event.type in ("payment_intent.succeeded", "payment_intent.payment_failed"):
         return await _reconcile_payment(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
@@ -443,10 +399,10 @@ async def _reconcile_payment(services: Services, event: StripeEvent) -> WebhookA
         event_id=event.id,
         event_type=event.type,
     )
-    if outcome == "recorded":
+    if outcome is PaymentRecorded.RECORDED:
         services.outbox.wake()
         logger.info("payment.reconciled session=%s status=%s", short_id(session.id), status)
-    return WebhookAck(status="duplicate" if outcome == "duplicate" else "success")
+    return WebhookAck(status="duplicate" if outcome is PaymentRecorded.DUPLICATE else "success")
 
 
 # Ending and charging
@@ -558,7 +514,7 @@ async def _record(
         error=outcome.error,
         emails=emails,
     )
-    if recorded != "recorded":
+    if recorded is not PaymentRecorded.RECORDED:
         # Stripe's event (or another caller) got there first: what it recorded counts.
         return await find_session(services.db, session.id)
     services.outbox.wake()
@@ -601,9 +557,8 @@ async def deliver_due_emails(services: Services) -> int:
 
 
 async def _postpone(services: Services, email: OutboxEmail, failure: EmailNotSent) -> None:
-    delay = min(
-        services.settings.EMAIL_RETRY_BASE_SECONDS * 2 ** (email.attempts - 1),
-        EMAIL_MAX_RETRY_SECONDS,
+    delay = retry_delay(
+        services.settings.EMAIL_RETRY_BASE_SECONDS, email.attempts, at_most=EMAIL_MAX_RETRY_SECONDS
     )
     logger.warning(
         "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
@@ -641,20 +596,13 @@ async def end_overdue_sessions(services: Services) -> None:
             return
 
 
-async def run_background_work(services: Services) -> None:
-    """E-mails as soon as they are queued; charges and overdue sessions every round."""
-    interval = services.settings.BACKGROUND_INTERVAL_SECONDS
-    next_housekeeping = 0.0
-    while True:
-        try:
-            while await deliver_due_emails(services) == EMAIL_BATCH:
-                pass
-            if time.monotonic() >= next_housekeeping:
-                next_housekeeping = time.monotonic() + interval
-                await settle_unsettled_sessions(services)
-                await end_overdue_sessions(services)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("background.error")
-        await services.outbox.wait(interval, quiet=EMAIL_QUIET_SECONDS)
+async def deliver_all_due_emails(services: Services) -> None:
+    """The e-mail job's round: send until nothing is due."""
+    while await deliver_due_emails(services) == EMAIL_BATCH:
+        pass
+
+
+async def settle_and_end_overdue(services: Services) -> None:
+    """The settlement job's round: pending charges, then sessions past their limit."""
+    await settle_unsettled_sessions(services)
+    await end_overdue_sessions(services)

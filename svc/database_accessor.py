@@ -33,7 +33,7 @@ from supabase import AsyncClient, AsyncClientOptions, AsyncSupabaseException, ac
 
 from svc.env import ConfigurationError
 from svc.errors import ServiceError
-from svc.models import (
+from svc.records import (
     ChargeClaim,
     EndedSession,
     NewPod,
@@ -45,7 +45,7 @@ from svc.models import (
     StartOutcome,
     StartSessionRequest,
 )
-from svc.types import PaymentStatus
+from svc.types import PaymentRecorded, PaymentStatus, StartOutcomeKind
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Database(Protocol):
         emails: Sequence[QueuedEmail],
         event_id: str | None = None,
         event_type: str | None = None,
-    ) -> str:
+    ) -> PaymentRecorded:
         """Record a payment outcome with the session's cost (a cost fixed before stands)
         and queue its e-mails, once: "recorded", "unchanged" (settled before) or
         "duplicate" (the event was seen before)."""
@@ -286,7 +286,8 @@ def _outbox_email(row: Mapping[str, Any]) -> OutboxEmail:
 def _start_outcome(result: Mapping[str, Any]) -> StartOutcome:
     session_id = result.get("session_id")
     return StartOutcome(
-        outcome=result["outcome"], session_id=_uuid(session_id) if session_id else None
+        outcome=StartOutcomeKind(result["outcome"]),
+        session_id=_uuid(session_id) if session_id else None,
     )
 
 
@@ -489,7 +490,7 @@ class PostgresDatabase:
         emails: Sequence[QueuedEmail],
         event_id: str | None = None,
         event_type: str | None = None,
-    ) -> str:
+    ) -> PaymentRecorded:
         outcome: str = await self._fetchval(
             "select qwip_record_payment($1, $2, $3, $4, $5, $6, $7, $8)",
             session_id,
@@ -501,7 +502,7 @@ class PostgresDatabase:
             event_id,
             event_type,
         )
-        return outcome
+        return PaymentRecorded(outcome)
 
     async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]:
         ids: list[UUID] = await self._fetchval(
@@ -917,7 +918,7 @@ class SupabaseDatabase:
         emails: Sequence[QueuedEmail],
         event_id: str | None = None,
         event_type: str | None = None,
-    ) -> str:
+    ) -> PaymentRecorded:
         outcome = await self._rpc(
             "qwip_record_payment",
             {
@@ -931,7 +932,7 @@ class SupabaseDatabase:
                 "p_event_type": event_type,
             },
         )
-        return _expect(outcome, str, "qwip_record_payment")
+        return PaymentRecorded(_expect(outcome, str, "qwip_record_payment"))
 
     async def _session_ids(self, function: str, params: dict[str, Any]) -> list[UUID]:
         return [

@@ -25,7 +25,7 @@ from uuid import UUID
 import aiosmtplib
 
 from svc.env import Settings
-from svc.models import OutboxEmail, QueuedEmail, SessionRecord
+from svc.records import OutboxEmail, QueuedEmail, SessionRecord
 from svc.types import PaymentStatus, SmtpSecurity
 from svc.utils import format_duration, format_local_time, format_money, format_price_per_minute
 

@@ -16,10 +16,13 @@ from datetime import timedelta
 from uuid import UUID
 
 from svc import email_manager, seam_accessor
-from svc.bookings import Services, find_pod, find_session
+from svc.background import retry_delay
+from svc.bookings import find_pod, find_session
 from svc.errors import ServiceError
-from svc.models import LockStatus, SessionRecord, SessionStatus
+from svc.records import SessionRecord
+from svc.schemas import LockStatus, SessionStatus
 from svc.seam_accessor import LockError, LockServiceUnavailable
+from svc.services import Services
 from svc.types import AccessCodeStatus, PaymentStatus
 from svc.utils import format_local_time, short_id
 
@@ -129,22 +132,10 @@ async def lock_status(services: Services, *, name: str | None, pod_id: int | Non
 # The lock worker
 
 
-def retry_delay(base_seconds: float, attempt: int) -> float:
-    return float(min(base_seconds * 2 ** (attempt - 1), MAX_RETRY_SECONDS))
-
-
-async def run_lock_work(services: Services) -> None:
-    """Codes onto locks and off them as soon as there is work; leftovers every round."""
-    interval = services.settings.BACKGROUND_INTERVAL_SECONDS
-    while True:
-        try:
-            while await do_lock_work(services) == LOCK_BATCH:
-                pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("lock.error")
-        await services.lock_work.wait(interval)
+async def put_on_and_take_off_codes(services: Services) -> None:
+    """The lock job's round: codes onto locks and off them until no work is left."""
+    while await do_lock_work(services) == LOCK_BATCH:
+        pass
 
 
 async def do_lock_work(services: Services) -> int:
@@ -199,7 +190,7 @@ async def _put_on(services: Services, session: SessionRecord, attempt: int) -> N
         return
 
     if error.retryable and attempt < CODE_ATTEMPTS:
-        delay = retry_delay(settings.SEAM_RETRY_BASE_SECONDS, attempt)
+        delay = retry_delay(settings.SEAM_RETRY_BASE_SECONDS, attempt, at_most=MAX_RETRY_SECONDS)
         logger.warning(
             "lock.code_retry session=%s attempt=%s in_seconds=%s reason=%s",
             short_id(session.id),
@@ -330,7 +321,7 @@ async def _take_off(services: Services, session: SessionRecord, attempt: int) ->
             )
         )
         services.outbox.wake()
-    delay = retry_delay(settings.SEAM_RETRY_BASE_SECONDS, attempt)
+    delay = retry_delay(settings.SEAM_RETRY_BASE_SECONDS, attempt, at_most=MAX_RETRY_SECONDS)
     logger.warning(
         "lock.remove_retry session=%s attempt=%s in_seconds=%s reason=%s",
         short_id(session.id),

@@ -16,12 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, RootModel
 
-from svc import bookings, locks, pages, runtime
+from svc import background, bookings, locks, pages, runtime
 from svc.database_accessor import Database
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
 from svc.http_guards import BodySizeLimit, CrossOrigin, configure_logging, require_json
-from svc.models import (
+from svc.schemas import (
     BookingConfirmed,
     ConfirmBookingRequest,
     EndSessionRequest,
@@ -35,6 +35,7 @@ from svc.models import (
     SetupIntentCreated,
     WebhookAck,
 )
+from svc.services import Outbox, Services
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             banner = ["LOCAL MODE: nothing here reaches a real payment, mail or lock service."]
             banner += [f"  {line}" for line in stand_ins] + [f"  open {settings.PUBLIC_URL}/"]
             logger.warning("%s", "\n".join(banner))
-        workers = [asyncio.create_task(bookings.run_background_work(services), name="background")]
-        if services.seam is not None:
-            workers.append(asyncio.create_task(locks.run_lock_work(services), name="locks"))
+        workers = start_background_jobs(services)
         # What the start made (the SDKs, the app, the pool) lives as long as the process:
         # frozen, the collector no longer walks it at every full collection, which otherwise
         # stalls every request in flight for tens of milliseconds (58 ms measured, 3 after).
@@ -69,6 +68,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             gc.unfreeze()
             await stop_workers(workers)
+
+
+def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
+    interval = services.settings.BACKGROUND_INTERVAL_SECONDS
+    jobs = {
+        "emails": background.run_periodically(
+            "emails",
+            lambda: bookings.deliver_all_due_emails(services),
+            wake=services.outbox,
+            interval=interval,
+            quiet=bookings.EMAIL_QUIET_SECONDS,
+        ),
+        "settlements": background.run_periodically(
+            "settlements",
+            lambda: bookings.settle_and_end_overdue(services),
+            wake=Outbox(),
+            interval=interval,
+        ),
+    }
+    if services.seam is not None:
+        jobs["locks"] = background.run_periodically(
+            "locks",
+            lambda: locks.put_on_and_take_off_codes(services),
+            wake=services.lock_work,
+            interval=interval,
+        )
+    return [asyncio.create_task(job, name=name) for name, job in jobs.items()]
 
 
 async def stop_workers(workers: list[asyncio.Task[None]]) -> None:
@@ -97,19 +123,19 @@ async def get_settings(request: Request) -> Settings:
 # per dependency per request that costs more than the work itself.
 
 
-async def get_services(request: Request) -> bookings.Services:
-    services: bookings.Services = request.app.state.services
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
     return services
 
 
 async def get_db(request: Request) -> Database:
-    services: bookings.Services = request.app.state.services
+    services: Services = request.app.state.services
     return services.db
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
-ServicesDep = Annotated[bookings.Services, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 # The pod and session references are read from the query by hand rather than declared as

@@ -10,7 +10,8 @@ from datetime import datetime
 from html import escape
 
 from svc.env import Settings
-from svc.models import Pod, SessionPreview, SessionRecord
+from svc.records import Pod, SessionRecord
+from svc.schemas import SessionPreview
 from svc.types import PaymentStatus
 from svc.utils import format_duration, format_local_time, format_money, format_price_per_minute
 

@@ -19,7 +19,8 @@ from starlette.types import Scope
 
 from svc import bookings, page_templates
 from svc.env import Settings
-from svc.models import SessionRecord
+from svc.records import SessionRecord
+from svc.services import Services
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -118,12 +119,12 @@ class StaticAssets(StaticFiles):
         return response
 
 
-async def get_services(request: Request) -> bookings.Services:
-    services: bookings.Services = request.app.state.services
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
     return services
 
 
-ServicesDep = Annotated[bookings.Services, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 # Plain strings, checked by the handlers: whatever a link holds, a page answers, never a 422.
 TextQuery = Annotated[str | None, Query()]
 
@@ -169,7 +170,7 @@ async def show_end_session(
     return html_page(page_templates.end_session(session, preview, settings=services.settings))
 
 
-async def find_session(services: bookings.Services, raw_id: str | None) -> SessionRecord | None:
+async def find_session(services: Services, raw_id: str | None) -> SessionRecord | None:
     """The session a link names; a missing or mangled id finds none, like an unknown one."""
     try:
         session_id = UUID(raw_id or "")

@@ -16,7 +16,7 @@ from stripe.params import PaymentIntentCreateParams, SetupIntentCreateParams
 
 from svc.env import Settings
 from svc.errors import ServiceError
-from svc.models import Pod, SetupIntentCreated
+from svc.records import Pod
 from svc.types import PaymentStatus
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,15 @@ class SetupIntentInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class NewCardSetup:
+    """A SetupIntent just made for a new Customer: what the page needs to confirm the card."""
+
+    client_secret: str
+    customer_id: str
+    setup_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class StripeEvent:
     id: str
     type: str
@@ -128,7 +137,7 @@ _UNREACHABLE = (
 
 async def create_setup_intent(
     client: stripe.StripeClient, *, pod: Pod, email: str | None
-) -> SetupIntentCreated:
+) -> NewCardSetup:
     """A Customer and a SetupIntent that saves their card for an off-session charge later."""
     try:
         customer = await client.v1.customers.create_async(params={"email": email} if email else {})
@@ -142,7 +151,7 @@ async def create_setup_intent(
         logger.error("stripe.setup_failed pod=%s error=%s", pod.name, type(error).__name__)
         raise CardSetupFailed() from error
     assert setup_intent.client_secret is not None
-    return SetupIntentCreated(
+    return NewCardSetup(
         client_secret=setup_intent.client_secret,
         customer_id=customer.id,
         setup_intent_id=setup_intent.id,

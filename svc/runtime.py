@@ -7,7 +7,6 @@ from contextlib import AsyncExitStack
 from decimal import Decimal
 
 from svc import local_mode, payments_manager, seam_accessor
-from svc.bookings import Outbox, Services
 from svc.database_accessor import (
     Database,
     DatabaseUnavailable,
@@ -18,7 +17,8 @@ from svc.database_accessor import (
 )
 from svc.email_manager import Mailer
 from svc.env import ConfigurationError, Settings
-from svc.models import NewPod
+from svc.records import NewPod
+from svc.services import Outbox, Services
 
 logger = logging.getLogger(__name__)
 

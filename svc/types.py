@@ -2,13 +2,9 @@
 
 from enum import StrEnum
 from typing import NewType
-from uuid import UUID
 
 Pence = NewType("Pence", int)
 """An amount in the currency's minor unit (pence for GBP). Never a float."""
-
-PodId = NewType("PodId", int)
-SessionId = NewType("SessionId", UUID)
 
 
 class PaymentStatus(StrEnum):
@@ -46,6 +42,30 @@ class AccessCodeStatus(StrEnum):
     """Could not be taken off, but its time window is over: the lock refuses it."""
     FAILED = "failed"
     """Could not be put on the lock: the session was ended without charge."""
+
+
+class StartOutcomeKind(StrEnum):
+    """What an attempt to start a session from a SetupIntent came to."""
+
+    STARTED = "started"
+    EXISTING = "existing"
+    """The SetupIntent's session had started already."""
+    DUPLICATE = "duplicate"
+    """The same Stripe event was processed before."""
+    POD_UNAVAILABLE = "pod_unavailable"
+    CODE_CLASH = "code_clash"
+    """The access code chosen is held by another open session on the same lock: retry."""
+    UNKNOWN_POD = "unknown_pod"
+
+
+class PaymentRecorded(StrEnum):
+    """What recording a payment outcome did (qwip_record_payment's answer)."""
+
+    RECORDED = "recorded"
+    UNCHANGED = "unchanged"
+    """The payment had already moved past what was offered."""
+    DUPLICATE = "duplicate"
+    """The same Stripe event was processed before."""
 
 
 class AppEnv(StrEnum):

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from svc.database_accessor import PostgresDatabase
 from svc.email_manager import pod_unavailable_email
 from svc.main import create_app
-from svc.models import NewPod
+from svc.records import NewPod
 from tests.conftest import free_port
 from tests.integration.conftest import OPERATOR, WEBHOOK_SECRET, SettingsFactory, running
 from tests.support.mail import Mailbox, start_smtp_server

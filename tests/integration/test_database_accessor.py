@@ -22,7 +22,7 @@ from svc.database_accessor import (
     PostgresDatabase,
     apply_migrations,
 )
-from svc.models import (
+from svc.records import (
     ChargeClaim,
     EndedSession,
     NewPod,

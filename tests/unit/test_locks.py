@@ -1,6 +1,6 @@
 import pytest
 
-from svc.locks import code_status_of, retry_delay
+from svc.locks import code_status_of
 from tests.unit.test_email_manager import SESSION_ID, session
 
 OPEN = {"end_time": None, "payment_status": None, "cost_pence": None}
@@ -76,14 +76,3 @@ def test_code_status_says_where_the_code_is(
         "access_code_status": status,
         "lock_has_code": lock_has_code,
     }
-
-
-def test_retries_wait_twice_as_long_each_time_up_to_ten_minutes() -> None:
-    assert [retry_delay(2, attempt) for attempt in (1, 2, 3, 4, 10, 20)] == [
-        2.0,
-        4.0,
-        8.0,
-        16.0,
-        600.0,
-        600.0,
-    ]

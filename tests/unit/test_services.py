@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from svc import bookings
-from svc.bookings import Outbox
+from svc import services
+from svc.services import Outbox
 
 
 async def test_a_worker_waiting_on_the_outbox_stops_when_cancelled_as_it_is_woken() -> None:
@@ -57,7 +57,7 @@ async def test_a_quiet_wait_lingers_while_wakes_keep_coming() -> None:
 
 
 async def test_a_quiet_wait_lingers_half_a_second_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bookings, "LINGER_AT_MOST_SECONDS", 0.1)
+    monkeypatch.setattr(services, "LINGER_AT_MOST_SECONDS", 0.1)
     outbox = Outbox()
 
     async def never_quiet() -> None:

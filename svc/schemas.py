@@ -1,0 +1,122 @@
+"""The API's request and response bodies."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+from uuid import UUID
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from svc.records import Pod
+from svc.types import PaymentStatus
+
+
+class PodPublic(BaseModel):
+    id: int
+    name: str
+    address: str
+    price_per_minute: Decimal = Field(description="Price per minute in major units, exact.")
+    currency: str
+    in_use: bool
+
+    @classmethod
+    def of(cls, pod: Pod) -> "PodPublic":
+        return cls(
+            id=pod.id,
+            name=pod.name,
+            address=pod.address,
+            price_per_minute=pod.price,
+            currency=pod.currency,
+            in_use=pod.in_use,
+        )
+
+
+class SessionPreview(BaseModel):
+    session_id: UUID
+    pod_name: str
+    start_time: datetime
+    end_time: datetime | None
+    elapsed_seconds: int
+    cost: Decimal = Field(description="Cost so far (or final) in major units, two decimals.")
+    cost_pence: int = Field(description="The same in minor units.")
+    currency: str
+    is_complete: bool
+    payment_status: PaymentStatus | None
+
+
+class SessionStatus(BaseModel):
+    session_id: UUID
+    pod_name: str
+    is_complete: bool
+    smart_lock: bool = Field(description="Whether the code is programmed on the pod's smart lock.")
+    access_code_status: str = Field(
+        description="local (no smart lock), pending, then Seam's unset, setting or set; "
+        "removing, removed or expired after the end; failed if the lock never took it."
+    )
+    lock_has_code: bool | None = Field(
+        description="True once the lock has the code; null when the pod has no smart lock."
+    )
+
+
+class LockStatus(BaseModel):
+    locked: bool | None = Field(description="Null when the lock does not report it.")
+    online: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class SetupIntentCreated(BaseModel):
+    client_secret: str
+    customer_id: str
+    setup_intent_id: str
+
+
+class ConfirmBookingRequest(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    setup_intent_id: str = Field(
+        validation_alias=AliasChoices("setup_intent_id", "setupIntentId"),
+        pattern=r"^seti_[A-Za-z0-9]+$",
+        max_length=255,
+        description="The SetupIntent's id, seti_...",
+    )
+    client_secret: str = Field(
+        validation_alias=AliasChoices("client_secret", "clientSecret"),
+        pattern=r"^seti_[A-Za-z0-9]+_secret_[A-Za-z0-9]+$",
+        max_length=255,
+        description="The SetupIntent's client secret, as Stripe.js received it.",
+    )
+
+
+class BookingConfirmed(BaseModel):
+    session_id: UUID
+    access_code: str
+    pod_name: str
+    start_time: datetime
+    end_session_url: str
+
+
+class EndSessionRequest(BaseModel):
+    session_id: UUID = Field(validation_alias=AliasChoices("sessionId", "session_id"))
+
+
+class EndSessionResult(BaseModel):
+    status: Literal["success", "failed"]
+    session_id: UUID
+    final_cost: Decimal
+    final_cost_pence: int
+    currency: str
+    charged: bool
+    payment_status: PaymentStatus
+    end_time: datetime
+    error: str | None
+
+
+class WebhookAck(BaseModel):
+    status: Literal["success", "ignored", "duplicate"]
