@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.latency_link import LatencyLink  # noqa: E402
 from svc.database_accessor import apply_migrations  # noqa: E402
-from svc.local_mode import start_localstripe, stop_process  # noqa: E402
+from svc.local import stop_process  # noqa: E402
+from svc.local.localstripe import start_localstripe  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     ServiceProcess,
     clean_environment,

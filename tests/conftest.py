@@ -162,7 +162,8 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         import localstripe  # noqa: F401
     except ImportError:
         unavailable("localstripe is not installed (pip install -r requirements-dev.txt)")
-    from svc.local_mode import start_localstripe, stop_process
+    from svc.local import stop_process
+    from svc.local.localstripe import start_localstripe
 
     folder = tmp_path_factory.mktemp("localstripe")
     port = free_port()
@@ -195,7 +196,7 @@ def fake_seam_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     `august_device_1` and `august_device_2`, thermostat `ecobee_device_1`."""
     import httpx
 
-    from svc.local_mode import stop_process
+    from svc.local import stop_process
 
     node = shutil.which("node")
     if node is None:

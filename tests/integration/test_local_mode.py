@@ -9,7 +9,7 @@ import httpx
 import psutil
 
 from svc.env import LOCAL_STRIPE_SECRET
-from svc.local_mode import port_is_open
+from svc.local import port_is_open
 from tests.conftest import free_port
 from tests.support.processes import ROOT, ServiceProcess, clean_environment
 

@@ -14,7 +14,8 @@ import pytest
 import stripe
 from aiosmtpd.controller import Controller
 
-from svc.local_mode import register_localstripe_webhook, start_localstripe, stop_process
+from svc.local import stop_process
+from svc.local.localstripe import register_localstripe_webhook, start_localstripe
 from tests.conftest import free_port, migrated_database, reset_tables
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.mail import Mailbox, start_smtp_server
