@@ -256,11 +256,6 @@ class Settings(BaseSettings):
         return None
 
     @property
-    def uses_seam(self) -> bool:
-        """Codes go on the pods' Seam locks; without a key every code is generated locally."""
-        return self.SEAM_API_KEY is not None
-
-    @property
     def seam_endpoint(self) -> str:
         return self.SEAM_ENDPOINT or SEAM_DEFAULT_ENDPOINT
 

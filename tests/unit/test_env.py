@@ -199,10 +199,9 @@ def test_bad_values_are_named(
     assert message in str(raised.value)
 
 
-def test_seam_is_used_only_with_a_key_and_defaults_to_its_api() -> None:
-    assert not Settings(_env_file=None).uses_seam
+def test_seam_endpoint_defaults_to_its_api() -> None:
     settings = Settings(_env_file=None, SEAM_API_KEY="seam_abc")
-    assert (settings.uses_seam, settings.seam_endpoint) == (True, "https://connect.getseam.com")
+    assert settings.seam_endpoint == "https://connect.getseam.com"
     local = Settings(_env_file=None, SEAM_API_KEY="seam_abc", SEAM_ENDPOINT="http://127.0.0.1:9/")
     assert local.seam_endpoint == "http://127.0.0.1:9"
 
