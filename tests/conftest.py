@@ -22,10 +22,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+import stripe
 
 from svc.database_accessor import PostgresDatabase, SupabaseDatabase, apply_migrations
 from tests.support.mail import Mailbox
 from tests.support.postgrest import PostgrestOnPostgres
+from tests.support.stripe_helpers import sdk
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +174,12 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     yield f"http://localhost:{port}"
     stop_process(process)
+
+
+@pytest.fixture
+def stripe_client(localstripe_url: str) -> stripe.StripeClient:
+    """The test's own Stripe client on localstripe, as Stripe.js and the Dashboard use it."""
+    return sdk(localstripe_url)
 
 
 @pytest.fixture(scope="session")
