@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 
 .PHONY: service test lint format env bench install-local install-dev install-bench install-node chromium
 
-service: install-local  ## run the service on http://localhost:8000 (local mode without a .env)
-	$(BIN)/uvicorn svc.main:app --host $(HOST) --port $(PORT) --no-access-log
+# PORT goes to the service too: in local mode its links (PUBLIC_URL) follow the port served.
+service: install-local  ## run the service on http://localhost:8000, or PORT=... (local mode without a .env)
+	PORT=$(PORT) $(BIN)/uvicorn svc.main:app --host $(HOST) --port $(PORT) --no-access-log
 
 test: install-dev install-node chromium  ## run every test
 	$(BIN)/pytest $(PYTEST_ARGS)

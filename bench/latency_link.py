@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import uvloop
 
-from svc.local_mode import port_is_open
+from svc.local import port_is_open
 
 
 class _Delayed:

@@ -30,19 +30,18 @@ import httpx
 import psutil
 import uvloop
 from aiosmtpd.controller import Controller
+from stripe import StripeClient
+
+from bench.latency_link import LatencyLink
+from svc.database_accessor import apply_migrations
+from svc.local import stop_process
+from svc.local.localstripe import start_localstripe
+from tests.support.booking import SavedCard, confirm_booking, save_card
+from tests.support.processes import ServiceProcess, clean_environment
+from tests.support.settings import service_settings
+from tests.support.stripe_helpers import sdk, signed_event
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.latency_link import LatencyLink  # noqa: E402
-from svc.database_accessor import apply_migrations  # noqa: E402
-from svc.local_mode import start_localstripe, stop_process  # noqa: E402
-from tests.support.processes import (  # noqa: E402
-    ServiceProcess,
-    clean_environment,
-)
-from tests.support.stripe_helpers import confirm_card, sdk, signed_event  # noqa: E402
-
 WORK = ROOT / "bench" / ".work"
 WEBHOOK_SECRET = "whsec_bench"
 CONCURRENCY = 32
@@ -195,19 +194,15 @@ def start_stack(database_url: str, postgres: Postgres) -> Stack:
     cleanups.append(sink.controller.stop)
 
     env = clean_environment(
-        APP_ENV="production",
+        **service_settings(
+            app_env="production",
+            database_url=database_url,
+            stripe_api_base=link.url,
+            smtp_port=sink.port,
+            public_url="http://qwip.bench",
+            webhook_secret=WEBHOOK_SECRET,
+        ),
         LOG_LEVEL="WARNING",
-        DATABASE_URL=database_url,
-        STRIPE_SECRET="sk_test_bench",
-        STRIPE_PUBLISHABLE_KEY="pk_test_bench",
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_API_BASE=link.url,
-        SMTP_HOST="127.0.0.1",
-        SMTP_PORT=str(sink.port),
-        SMTP_SECURITY="none",
-        EMAIL_FROM="pods@qwip.bench",
-        OPERATOR_EMAIL="ops@qwip.bench",
-        PUBLIC_URL="http://qwip.bench",
         # housekeeping off during the measurements: only requests touch the database
         BACKGROUND_INTERVAL_SECONDS="3600",
         DATABASE_POOL_SIZE=os.environ.get("BENCH_POOL", "5"),
@@ -268,23 +263,19 @@ async def book_sessions(stack: Stack, http: httpx.AsyncClient, pod_names: list[s
     stripe = sdk(stack.stripe_url)
     sessions = []
     for name in pod_names:
-        setup = (
-            await http.get(
-                f"{stack.service.url}/api/create-setup-intent",
-                params={"podName": name, "email": f"{name}@bench.test"},
-            )
-        ).json()
-        await confirm_card(stripe, setup["setup_intent_id"], email=f"{name}@bench.test")
-        confirmed = await http.post(
-            f"{stack.service.url}/api/confirm-booking",
-            json={
-                "setup_intent_id": setup["setup_intent_id"],
-                "client_secret": setup["client_secret"],
-            },
-        )
-        confirmed.raise_for_status()
-        sessions.append(confirmed.json()["session_id"])
+        card = await save_bench_card(stack, http, stripe, name)
+        booked = await confirm_booking(http, card, base_url=stack.service.url)
+        sessions.append(booked["session_id"])
     return sessions
+
+
+async def save_bench_card(
+    stack: Stack, http: httpx.AsyncClient, stripe: StripeClient, pod: str
+) -> SavedCard:
+    email = f"{pod}@bench.test"
+    return await save_card(
+        http, stripe, pod=pod, email=email, card_email=email, base_url=stack.service.url
+    )
 
 
 async def add_pods(database_url: str, names: list[str]) -> None:
@@ -492,15 +483,7 @@ async def measure_booking_latency(
         await add_pods(stack.database_url, names)
         intents = []
         for name in names:
-            setup = (
-                await http.get(
-                    f"{stack.service.url}/api/create-setup-intent",
-                    params={"podName": name, "email": f"{name}@bench.test"},
-                )
-            ).json()
-            intents.append(
-                await confirm_card(stripe, setup["setup_intent_id"], email=f"{name}@bench.test")
-            )
+            intents.append((await save_bench_card(stack, http, stripe, name)).setup_intent)
         latencies = []
         for name, intent in zip(names, intents, strict=True):
             body, headers = signed_event("setup_intent.succeeded", intent, WEBHOOK_SECRET)
@@ -582,8 +565,11 @@ async def measure_round_trips(stack: Stack, http: httpx.AsyncClient) -> dict[str
     stripe = sdk(stack.stripe_url)
     intents = []
     for name in names:
-        setup = (await http.get(f"{base}/api/create-setup-intent", params={"podName": name})).json()
-        intents.append(await confirm_card(stripe, setup["setup_intent_id"], email=f"{name}@t.test"))
+        # no e-mail on the page: the card's billing one is the customer's
+        card = await save_card(
+            http, stripe, pod=name, email=None, card_email=f"{name}@t.test", base_url=base
+        )
+        intents.append(card.setup_intent)
 
     def webhook(intent: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
         body, headers = signed_event("setup_intent.succeeded", intent, WEBHOOK_SECRET)

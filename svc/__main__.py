@@ -15,7 +15,7 @@ from svc import runtime
 from svc.database_accessor import Database, apply_migrations
 from svc.env import ConfigurationError, load_settings
 from svc.errors import ServiceError
-from svc.local_mode import LocalServiceError
+from svc.local import LocalServiceError
 from svc.records import NewPod, Pod, PodChanges
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

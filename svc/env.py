@@ -66,7 +66,10 @@ class Settings(BaseSettings):
     SEAM_ENDPOINT: str | None = None
     SEAM_RETRY_BASE_SECONDS: float = Field(default=2, gt=0)
 
-    # Links and browsers
+    # The port served (Railway sets it; `make service PORT=...` too).
+    PORT: int = Field(default=8000, ge=1, le=65535)
+
+    # Links and browsers: in local mode an unset PUBLIC_URL is http://localhost:{PORT}.
     PUBLIC_URL: str = "http://localhost:8000"
     END_SESSION_URL: str | None = None
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
@@ -171,6 +174,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _local_links_follow_the_port(self) -> Self:
+        if self.is_local and "PUBLIC_URL" not in self.model_fields_set:
+            # Straight into the instance's values: an assignment would count PUBLIC_URL as
+            # set by the operator, which it was not.
+            self.__dict__["PUBLIC_URL"] = f"http://localhost:{self.PORT}"
+        return self
+
+    @model_validator(mode="after")
     def _production_has_everything(self) -> Self:
         if self.APP_ENV is AppEnv.PRODUCTION:
             missing = self.missing_for_production()
@@ -254,11 +265,6 @@ class Settings(BaseSettings):
         if self.uses_local_stripe:
             return f"http://localhost:{self.LOCALSTRIPE_PORT}"
         return None
-
-    @property
-    def uses_seam(self) -> bool:
-        """Codes go on the pods' Seam locks; without a key every code is generated locally."""
-        return self.SEAM_API_KEY is not None
 
     @property
     def seam_endpoint(self) -> str:

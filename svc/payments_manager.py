@@ -110,9 +110,9 @@ def _id_of(value: object) -> str | None:
 def build_client(settings: Settings) -> tuple[stripe.StripeClient, stripe.AIOHTTPClient]:
     """One async client for the app's life; the HTTP client is returned so it can be closed.
 
-    The SDK's aiohttp transport rather than its httpx one: measured on the same calls it
-    spends a third of the CPU per request (0.6 ms against 1.7 ms), which is what lets a
-    hundred concurrent charges overlap their wait on Stripe instead of queueing for the CPU.
+    The SDK's aiohttp transport rather than its httpx one: it spends less CPU per request
+    (bench/history.md has the measurement), which is what lets a burst of concurrent
+    charges overlap their wait on Stripe instead of queueing for the CPU.
     """
     http_client = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=20))
     base = settings.stripe_api_base
@@ -217,8 +217,8 @@ async def charge_session(
     try:
         # The SDK's raw request, not `payment_intents.create_async`: the same call, retries
         # and errors, but the answer stays the JSON the outcome reads three fields of,
-        # instead of becoming a tree of StripeObjects first (measured: 0.6 ms of CPU per
-        # charge against 1.3 ms, which a burst of ends pays a hundred times over).
+        # instead of becoming a tree of StripeObjects first: CPU that a burst of ends would
+        # pay once per charge (bench/history.md has the measurement).
         answer = await client.raw_request_async(
             "post",
             "/v1/payment_intents",

@@ -6,7 +6,7 @@ import logging
 from contextlib import AsyncExitStack
 from decimal import Decimal
 
-from svc import local_mode, payments_manager, seam_accessor
+from svc import payments_manager, seam_accessor
 from svc.database_accessor import (
     Database,
     DatabaseUnavailable,
@@ -17,6 +17,8 @@ from svc.database_accessor import (
 )
 from svc.email_manager import Mailer
 from svc.env import ConfigurationError, Settings
+from svc.local import LocalServiceError, localstripe, port_is_open, stop_process
+from svc.local.postgres import start_embedded_postgres
 from svc.records import NewPod
 from svc.services import Outbox, Services
 
@@ -34,7 +36,7 @@ async def database_url(settings: Settings, stack: AsyncExitStack) -> tuple[str, 
         return settings.DATABASE_URL.get_secret_value(), "Postgres at DATABASE_URL"
     if settings.uses_embedded_database:
         data_dir = settings.LOCAL_DATA_DIR
-        dsn, release = await asyncio.to_thread(local_mode.start_embedded_postgres, data_dir)
+        dsn, release = await asyncio.to_thread(start_embedded_postgres, data_dir)
         # Explicitly, not at exit: uvicorn ends by re-raising SIGTERM, which skips atexit.
         stack.push_async_callback(asyncio.to_thread, release)
         return dsn, f"embedded Postgres, data in {data_dir / 'pgdata'}"
@@ -80,25 +82,25 @@ async def start_local_stripe(settings: Settings, stack: AsyncExitStack) -> str:
     base = settings.stripe_api_base
     assert base is not None
     port = settings.LOCALSTRIPE_PORT
-    if await asyncio.to_thread(local_mode.is_localstripe, base):
+    if await asyncio.to_thread(localstripe.is_localstripe, base):
         return f"localstripe at {base} (already running)"
-    if local_mode.port_is_open("127.0.0.1", port):
-        raise local_mode.LocalServiceError(
+    if port_is_open("127.0.0.1", port):
+        raise LocalServiceError(
             f"port {port} is taken by something that is not localstripe; "
             "set LOCALSTRIPE_PORT to a free port"
         )
     data_dir = settings.LOCAL_DATA_DIR
     process = await asyncio.to_thread(
-        local_mode.start_localstripe,
+        localstripe.start_localstripe,
         port,
         state_file=data_dir / "localstripe.pickle",
         log_file=data_dir / "localstripe.log",
     )
-    stack.callback(local_mode.stop_process, process)
+    stack.callback(stop_process, process)
     # localstripe signs and posts payment events like Stripe does; let them exercise the
     # same webhook path as production.
     await asyncio.to_thread(
-        local_mode.register_localstripe_webhook,
+        localstripe.register_localstripe_webhook,
         base,
         url=f"{settings.PUBLIC_URL}/webhook/stripe",
         secret=settings.stripe_webhook_secret,

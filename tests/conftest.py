@@ -22,10 +22,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+import stripe
 
 from svc.database_accessor import PostgresDatabase, SupabaseDatabase, apply_migrations
 from tests.support.mail import Mailbox
 from tests.support.postgrest import PostgrestOnPostgres
+from tests.support.stripe_helpers import sdk
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +164,8 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         import localstripe  # noqa: F401
     except ImportError:
         unavailable("localstripe is not installed (pip install -r requirements-dev.txt)")
-    from svc.local_mode import start_localstripe, stop_process
+    from svc.local import stop_process
+    from svc.local.localstripe import start_localstripe
 
     folder = tmp_path_factory.mktemp("localstripe")
     port = free_port()
@@ -171,6 +174,12 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     yield f"http://localhost:{port}"
     stop_process(process)
+
+
+@pytest.fixture
+def stripe_client(localstripe_url: str) -> stripe.StripeClient:
+    """The test's own Stripe client on localstripe, as Stripe.js and the Dashboard use it."""
+    return sdk(localstripe_url)
 
 
 @pytest.fixture(scope="session")
@@ -195,7 +204,7 @@ def fake_seam_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     `august_device_1` and `august_device_2`, thermostat `ecobee_device_1`."""
     import httpx
 
-    from svc.local_mode import stop_process
+    from svc.local import stop_process
 
     node = shutil.which("node")
     if node is None:

@@ -20,10 +20,10 @@ from playwright.async_api import Browser, BrowserContext, async_playwright
 from svc.database_accessor import PostgresDatabase
 from svc.records import NewPod
 from tests.conftest import free_port, migrated_database, reset_tables, unavailable
-from tests.integration.conftest import OPERATOR, WEBHOOK_SECRET
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, PHONE, OpenTab, Tab
 from tests.support.mail import Mailbox
 from tests.support.processes import ServiceProcess, clean_environment
+from tests.support.settings import service_settings
 
 # Dear enough that the running cost moves within a second or two of watching it.
 POD1 = NewPod(name="pod1", address="1 Demo Street, London", price=Decimal("0.50"), currency="gbp")
@@ -47,18 +47,13 @@ def service(
     folder = tmp_path_factory.mktemp("service")
     port = free_port()
     env = clean_environment(
-        APP_ENV="local",
-        DATABASE_URL=browser_database_url,
-        STRIPE_SECRET="sk_test_qwip",
-        STRIPE_PUBLISHABLE_KEY="pk_test_qwip",
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_API_BASE=localstripe_url,
-        SMTP_HOST="127.0.0.1",
-        SMTP_PORT=str(smtp_server.port),
-        SMTP_SECURITY="none",
-        EMAIL_FROM="pods@qwip.test",
-        OPERATOR_EMAIL=OPERATOR,
-        PUBLIC_URL=f"http://127.0.0.1:{port}",
+        **service_settings(
+            app_env="local",
+            database_url=browser_database_url,
+            stripe_api_base=localstripe_url,
+            smtp_port=smtp_server.port,
+            public_url=f"http://127.0.0.1:{port}",
+        ),
         OUTBOX_DIR=str(folder / "outbox"),
         LOCAL_DATA_DIR=str(folder / "local"),
         # A stay of a few seconds is charged, as a longer one would be.

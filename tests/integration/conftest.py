@@ -12,12 +12,9 @@ from fastapi import FastAPI
 from svc.env import Settings
 from svc.main import create_app
 from tests.support.mail import Mailbox
+from tests.support.settings import service_settings
 
 SettingsFactory = Callable[..., Settings]
-
-
-WEBHOOK_SECRET = "whsec_test_qwip"
-OPERATOR = "ops@qwip.test"
 
 
 @pytest.fixture
@@ -28,18 +25,13 @@ def make_settings(
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "APP_ENV": "local",
-            "DATABASE_URL": clean_database,
-            "STRIPE_SECRET": "sk_test_qwip",
-            "STRIPE_PUBLISHABLE_KEY": "pk_test_qwip",
-            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "STRIPE_API_BASE": localstripe_url,
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": smtp_server.port,
-            "SMTP_SECURITY": "none",
-            "EMAIL_FROM": "pods@qwip.test",
-            "OPERATOR_EMAIL": OPERATOR,
-            "PUBLIC_URL": "http://qwip.test",
+            **service_settings(
+                app_env="local",
+                database_url=clean_database,
+                stripe_api_base=localstripe_url,
+                smtp_port=smtp_server.port,
+                public_url="http://qwip.test",
+            ),
             "OUTBOX_DIR": tmp_path / "outbox",
             "LOCAL_DATA_DIR": tmp_path / "local",
             "BACKGROUND_INTERVAL_SECONDS": 0.2,

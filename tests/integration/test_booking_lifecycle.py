@@ -1,8 +1,6 @@
 """The whole booking lifecycle over HTTP, against Postgres, localstripe and an SMTP server."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -18,25 +16,20 @@ from svc.email_manager import pod_unavailable_email
 from svc.main import create_app
 from svc.records import NewPod
 from tests.conftest import free_port
-from tests.integration.conftest import OPERATOR, WEBHOOK_SECRET, SettingsFactory, running
+from tests.integration.conftest import SettingsFactory, running
+from tests.support import booking
+from tests.support.booking import SavedCard
 from tests.support.mail import Mailbox, start_smtp_server
+from tests.support.settings import OPERATOR, WEBHOOK_SECRET
 from tests.support.stripe_helpers import (
     CARD_DECLINED_AT_CHARGE,
     CARD_NEEDS_AUTHENTICATION,
-    confirm_card,
     payment_intents_of,
-    sdk,
     sign,
     signed_event,
 )
 
 CUSTOMER = "ada@example.com"
-
-
-@pytest.fixture
-async def stripe_client(localstripe_url: str) -> AsyncIterator[stripe.StripeClient]:
-    client = sdk(localstripe_url)
-    yield client
 
 
 @pytest.fixture
@@ -50,35 +43,16 @@ async def pod_ids(db: PostgresDatabase) -> dict[str, int]:
     return {"pod1": pod1.id, "pod2": other.id}
 
 
-@dataclass
-class Card:
-    """A customer's card set up for a pod, as the booking page leaves it."""
-
-    setup_intent: dict[str, Any]
-    customer_id: str
-    client_secret: str
-
-    @property
-    def setup_intent_id(self) -> str:
-        return str(self.setup_intent["id"])
-
-
 async def save_card(
     client: httpx.AsyncClient,
     stripe_client: stripe.StripeClient,
     *,
     pod: str = "pod1",
     email: str | None = CUSTOMER,
-    card_email: str | None = None,
-    card: str = "4242424242424242",
-) -> Card:
-    query = f"podName={pod}" + (f"&email={email}" if email else "")
-    created = await client.get(f"/api/create-setup-intent?{query}")
-    assert created.status_code == 200, created.text
-    body = created.json()
-    intent = await confirm_card(stripe_client, body["setup_intent_id"], card=card, email=card_email)
-    assert intent["status"] == "succeeded"
-    return Card(intent, body["customer_id"], body["client_secret"])
+    **kw: Any,
+) -> SavedCard:
+    """The booking page up to the confirmed card, by CUSTOMER at pod1 unless told."""
+    return await booking.save_card(client, stripe_client, pod=pod, email=email, **kw)
 
 
 async def deliver(
@@ -90,14 +64,10 @@ async def deliver(
 
 async def book(
     client: httpx.AsyncClient, stripe_client: stripe.StripeClient, **kw: Any
-) -> tuple[Card, UUID]:
+) -> tuple[SavedCard, UUID]:
     card = await save_card(client, stripe_client, **kw)
-    response = await client.post(
-        "/api/confirm-booking",
-        json={"setup_intent_id": card.setup_intent_id, "client_secret": card.client_secret},
-    )
-    assert response.status_code == 200, response.text
-    return card, UUID(response.json()["session_id"])
+    booked = await booking.confirm_booking(client, card)
+    return card, UUID(booked["session_id"])
 
 
 async def started_minutes_ago(sql: asyncpg.Connection, session_id: UUID, seconds: int) -> None:

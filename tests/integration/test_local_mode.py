@@ -9,7 +9,7 @@ import httpx
 import psutil
 
 from svc.env import LOCAL_STRIPE_SECRET
-from svc.local_mode import port_is_open
+from svc.local import port_is_open
 from tests.conftest import free_port
 from tests.support.processes import ROOT, ServiceProcess, clean_environment
 
@@ -31,7 +31,6 @@ def test_local_mode_books_charges_and_writes_the_emails(tmp_path: Path) -> None:
         LOCAL_DATA_DIR=str(data_dir),
         OUTBOX_DIR=str(outbox),
         LOCALSTRIPE_PORT=str(stripe_port),
-        PUBLIC_URL=f"http://127.0.0.1:{port}",
     )
     service = ServiceProcess(port, env, cwd=tmp_path, log=tmp_path / "service.log")
     localstripe = f"http://localhost:{stripe_port}"
@@ -71,9 +70,12 @@ def test_local_mode_books_charges_and_writes_the_emails(tmp_path: Path) -> None:
                 "client_secret": setup["client_secret"],
             },
         ).json()
+        # No PUBLIC_URL: the links follow the port served, as `make service PORT=...` does.
+        end_session_url = f"http://localhost:{port}/end-session?sessionId={booked['session_id']}"
+        assert booked["end_session_url"] == end_session_url
         email = wait_for_file(outbox, "access_code")
         assert f"Your door code for pod1 is {booked['access_code']}." in email
-        assert f"sessionId={booked['session_id']}" in email
+        assert end_session_url in email
 
         ended = httpx.post(
             f"{service.url}/api/end-session", json={"sessionId": booked["session_id"]}
@@ -86,6 +88,7 @@ def test_local_mode_books_charges_and_writes_the_emails(tmp_path: Path) -> None:
     output = service.output()
     assert "Application shutdown complete." in output
     assert "LOCAL MODE" in output
+    assert f"  open http://localhost:{port}/\n" in output
     assert f"embedded Postgres, data in {data_dir / 'pgdata'}" in output
     assert f"localstripe at {localstripe}, started with the service" in output
     # Stopping the service stops what it started.

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from svc.local_mode import register_localstripe_webhook, start_localstripe, stop_process
+from svc.local import stop_process
+from svc.local.localstripe import register_localstripe_webhook, start_localstripe
 from tests.conftest import free_port
 from tests.support.stripe_helpers import create_card, sdk, sign
 

@@ -21,7 +21,7 @@ from svc.main import create_app
 from svc.records import NewPod
 from svc.seam_accessor import access_code_name
 from tests.conftest import free_port
-from tests.integration.conftest import OPERATOR, SettingsFactory, running
+from tests.integration.conftest import SettingsFactory, running
 from tests.integration.test_booking_lifecycle import (
     CUSTOMER,
     book,
@@ -30,7 +30,8 @@ from tests.integration.test_booking_lifecycle import (
     started_minutes_ago,
 )
 from tests.support.mail import Mailbox
-from tests.support.stripe_helpers import payment_intents_of, sdk
+from tests.support.settings import OPERATOR
+from tests.support.stripe_helpers import payment_intents_of
 
 SEAM_KEY = "seam_apikey1_token"
 LOCK = "august_device_1"
@@ -56,11 +57,6 @@ def seam_down(make_settings: SettingsFactory, **overrides: Any) -> Settings:
         **overrides,
     }
     return make_settings(**values)
-
-
-@pytest.fixture
-def stripe_client(localstripe_url: str) -> stripe.StripeClient:
-    return sdk(localstripe_url)
 
 
 @pytest.fixture

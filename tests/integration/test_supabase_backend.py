@@ -22,11 +22,12 @@ from svc.env import ConfigurationError, Settings
 from svc.main import create_app
 from svc.records import NewPod
 from tests.conftest import SERVICE_ROLE_KEY, free_port, with_database
-from tests.integration.conftest import WEBHOOK_SECRET, SettingsFactory, running
+from tests.integration.conftest import SettingsFactory, running
 from tests.integration.test_booking_lifecycle import book, started_minutes_ago
 from tests.support.mail import Mailbox
 from tests.support.postgrest import PostgrestOnPostgres, serve
 from tests.support.processes import clean_environment
+from tests.support.settings import WEBHOOK_SECRET
 from tests.support.stripe_helpers import payment_intents_of, sdk, signed_event
 
 UNAVAILABLE = {"detail": "The database cannot be reached right now; please try again shortly."}

@@ -14,15 +14,19 @@ import pytest
 import stripe
 from aiosmtpd.controller import Controller
 
-from svc.local_mode import register_localstripe_webhook, start_localstripe, stop_process
+from svc.local import stop_process
+from svc.local.localstripe import register_localstripe_webhook, start_localstripe
 from tests.conftest import free_port, migrated_database, reset_tables
+from tests.support import booking
+from tests.support.booking import SavedCard
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.mail import Mailbox, start_smtp_server
 from tests.support.processes import ServiceProcess, clean_environment
-from tests.support.stripe_helpers import confirm_card, sdk, signed_event
+from tests.support.settings import service_settings
+from tests.support.stripe_helpers import sdk, signed_event
 
+STRIPE_SECRET = "sk_test_reliability"
 WEBHOOK_SECRET = "whsec_reliability"
-OPERATOR = "ops@qwip.test"
 SCENARIO_LINES: list[str] = []
 
 
@@ -120,19 +124,17 @@ def _cluster_on(database_url: str, folder: Path) -> Iterator[Cluster]:
     localstripe.webhook_urls = [f"http://127.0.0.1:{port}/webhook/stripe" for port in ports]
     localstripe.start(fresh=True)
     env = clean_environment(
-        APP_ENV="production",
-        DATABASE_URL=database_url,
-        STRIPE_SECRET="sk_test_reliability",
-        STRIPE_PUBLISHABLE_KEY="pk_test_reliability",
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_API_BASE=proxy.url,
-        SMTP_HOST="127.0.0.1",
-        SMTP_PORT=str(smtp.port),
-        SMTP_SECURITY="none",
+        **service_settings(
+            app_env="production",
+            database_url=database_url,
+            stripe_api_base=proxy.url,
+            smtp_port=smtp.port,
+            public_url="http://qwip.test",
+            # its own, so that the log checks look for secrets that nothing else uses
+            stripe_secret=STRIPE_SECRET,
+            webhook_secret=WEBHOOK_SECRET,
+        ),
         SMTP_TIMEOUT_SECONDS="2",
-        EMAIL_FROM="pods@qwip.test",
-        OPERATOR_EMAIL=OPERATOR,
-        PUBLIC_URL="http://qwip.test",
         BACKGROUND_INTERVAL_SECONDS="0.5",
         EMAIL_RETRY_BASE_SECONDS="0.5",
         CHARGE_LEASE_SECONDS="8",
@@ -189,27 +191,20 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@dataclass
-class SavedCard:
-    setup_intent: dict[str, Any]
-    customer_id: str
-    client_secret: str
-    email: str
-
-    def event(self, *, event_id: str | None = None) -> tuple[bytes, dict[str, str]]:
-        return signed_event(
-            "setup_intent.succeeded", self.setup_intent, WEBHOOK_SECRET, event_id=event_id
-        )
-
-
 async def save_card(
     cluster: Cluster, http: httpx.AsyncClient, *, pod: str, email: str, replica: int = 0
 ) -> SavedCard:
     """What a customer does on the booking page, up to the card being confirmed."""
-    response = await http.get(
-        f"{cluster.url(replica)}/api/create-setup-intent", params={"podName": pod, "email": email}
+    assert cluster.stripe is not None
+    return await booking.save_card(
+        http, cluster.stripe, pod=pod, email=email, card_email=email, base_url=cluster.url(replica)
     )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    intent = await confirm_card(cluster.stripe, body["setup_intent_id"], email=email)
-    return SavedCard(intent, body["customer_id"], body["client_secret"], email)
+
+
+def setup_succeeded(
+    card: SavedCard, *, event_id: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """Stripe's signed event for the card's SetupIntent, as the webhook receives it."""
+    return signed_event(
+        "setup_intent.succeeded", card.setup_intent, WEBHOOK_SECRET, event_id=event_id
+    )

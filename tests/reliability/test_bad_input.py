@@ -11,7 +11,14 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.reliability.conftest import OPERATOR, WEBHOOK_SECRET, Cluster, save_card
+from tests.reliability.conftest import (
+    STRIPE_SECRET,
+    WEBHOOK_SECRET,
+    Cluster,
+    save_card,
+)
+from tests.support.booking import confirm_booking
+from tests.support.settings import OPERATOR
 from tests.support.stripe_helpers import event_body, sign
 
 Snapshot = dict[str, Any]
@@ -285,12 +292,9 @@ async def test_session_ids_are_random_and_logs_keep_secrets_out(
     sessions = []
     for i in range(3):
         card = await save_card(fresh, http, pod=f"pod{i}", email=f"log{i}@example.com", replica=i)
-        confirmed = await http.post(
-            f"{fresh.url(i)}/api/confirm-booking",
-            json={"setup_intent_id": card.setup_intent["id"], "client_secret": card.client_secret},
-        )
-        session_id = confirmed.json()["session_id"]
-        sessions.append((session_id, confirmed.json()["access_code"], card.client_secret))
+        booked = await confirm_booking(http, card, base_url=fresh.url(i))
+        session_id = booked["session_id"]
+        sessions.append((session_id, booked["access_code"], card.client_secret))
         await http.get(
             f"{fresh.url(i + 1)}/api/end-session-preview", params={"sessionId": session_id}
         )
@@ -306,5 +310,5 @@ async def test_session_ids_are_random_and_logs_keep_secrets_out(
         assert not re.search(rf"\b{code}\b", logs)
         assert client_secret not in logs
         assert f"sessionId={session_id[:8]}…" in logs
-    for secret in ("sk_test_reliability", WEBHOOK_SECRET):
+    for secret in (STRIPE_SECRET, WEBHOOK_SECRET):
         assert secret not in logs

@@ -13,14 +13,16 @@ from uuid import UUID
 import asyncpg
 import httpx
 
-from tests.reliability.conftest import OPERATOR, Cluster, SavedCard, save_card
+from tests.reliability.conftest import Cluster, save_card, setup_succeeded
+from tests.support.booking import SavedCard, confirm_booking
+from tests.support.settings import OPERATOR
 from tests.support.stripe_helpers import payment_intents_of
 
 SETTLED = ("succeeded", "failed", "requires_action", "not_charged")
 
 
 async def deliver(http: httpx.AsyncClient, url: str, card: SavedCard, **kw: Any) -> httpx.Response:
-    body, headers = card.event(**kw)
+    body, headers = setup_succeeded(card, **kw)
     return await http.post(f"{url}/webhook/stripe", content=body, headers=headers)
 
 
@@ -28,12 +30,8 @@ async def open_session(
     cluster: Cluster, http: httpx.AsyncClient, pod: str, email: str
 ) -> tuple[SavedCard, UUID]:
     card = await save_card(cluster, http, pod=pod, email=email)
-    response = await http.post(
-        f"{cluster.url(1)}/api/confirm-booking",
-        json={"setup_intent_id": card.setup_intent["id"], "client_secret": card.client_secret},
-    )
-    assert response.status_code == 200, response.text
-    return card, UUID(response.json()["session_id"])
+    booked = await confirm_booking(http, card, base_url=cluster.url(1))
+    return card, UUID(booked["session_id"])
 
 
 async def started_ago(sql: asyncpg.Connection, session_id: UUID, seconds: int) -> None:
@@ -61,7 +59,7 @@ async def test_1_same_event_twenty_times_at_once(
     fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, report: Any
 ) -> None:
     card = await save_card(fresh, http, pod="pod0", email="ada@example.com")
-    body, headers = card.event()
+    body, headers = setup_succeeded(card)
     responses = await asyncio.gather(
         *(
             http.post(f"{fresh.url(i)}/webhook/stripe", content=body, headers=headers)

@@ -30,7 +30,11 @@ def clean_environment(**overrides: str) -> dict[str, str]:
         "LOCAL_DATA_DIR",
         "LOCALSTRIPE_PORT",
     )
-    env = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(ours) and key != "PORT"
+    }
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"  # the access log goes to stdout: see it as it happens
     env.update(overrides)
@@ -97,7 +101,8 @@ class ServiceProcess:
             ]
             + ([] if self.access_log else ["--no-access-log"]),
             cwd=self.cwd,
-            env=self.env,
+            # the port served, in the environment too, as `make service` and Railway set it
+            env={**self.env, "PORT": str(self.port)},
             stdout=output,
             stderr=subprocess.STDOUT,
         )

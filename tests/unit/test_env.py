@@ -199,10 +199,9 @@ def test_bad_values_are_named(
     assert message in str(raised.value)
 
 
-def test_seam_is_used_only_with_a_key_and_defaults_to_its_api() -> None:
-    assert not Settings(_env_file=None).uses_seam
+def test_seam_endpoint_defaults_to_its_api() -> None:
     settings = Settings(_env_file=None, SEAM_API_KEY="seam_abc")
-    assert (settings.uses_seam, settings.seam_endpoint) == (True, "https://connect.getseam.com")
+    assert settings.seam_endpoint == "https://connect.getseam.com"
     local = Settings(_env_file=None, SEAM_API_KEY="seam_abc", SEAM_ENDPOINT="http://127.0.0.1:9/")
     assert local.seam_endpoint == "http://127.0.0.1:9"
 
@@ -212,3 +211,40 @@ def test_links_follow_public_url_or_the_template() -> None:
     assert settings.end_session_link("abc") == "https://pods.example.com/end-session?sessionId=abc"
     templated = Settings(_env_file=None, END_SESSION_URL="https://app.example/end/{session_id}")
     assert templated.end_session_link("abc") == "https://app.example/end/abc"
+
+
+def test_local_public_url_follows_the_port_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "local")
+    monkeypatch.setenv("PORT", "8765")
+    settings = load_settings()
+    assert (settings.PORT, settings.PUBLIC_URL) == (8765, "http://localhost:8765")
+    assert settings.end_session_link("abc") == "http://localhost:8765/end-session?sessionId=abc"
+    assert settings.cors_origins == ["http://localhost:8765"]
+    assert Settings(_env_file=None, PORT=8765).model_fields_set == {"APP_ENV", "PORT"}
+
+
+def test_public_url_when_set_is_kept_whatever_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "8765")
+    settings = Settings(_env_file=None, PUBLIC_URL="https://pods.example.com")
+    assert settings.PUBLIC_URL == "https://pods.example.com"
+    assert Settings(_env_file=None).PUBLIC_URL == "http://localhost:8765"
+    monkeypatch.delenv("PORT")
+    assert Settings(_env_file=None).PUBLIC_URL == "http://localhost:8000"
+
+
+def test_production_still_needs_public_url_when_the_platform_sets_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in PRODUCTION_REQUIRED.items():
+        if name != "PUBLIC_URL":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("PORT", "8765")
+    with pytest.raises(ConfigurationError, match=r"needs these variables set: PUBLIC_URL$"):
+        load_settings()
+
+
+def test_port_outside_the_tcp_range_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "70000")
+    with pytest.raises(ConfigurationError, match="PORT: Input should be less than or equal to"):
+        load_settings()

