@@ -1,5 +1,5 @@
 """localstripe, Stripe's stand-in in local mode, in the tests and in the benchmark: the
-launcher, and what it changes in localstripe. Run it alone with
+launcher, and what it changes in localstripe (Stripe's idempotency among it). Run it alone with
 `python -m svc.local.localstripe localstripe --port 8420 --state-file FILE`.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from svc.local import LocalServiceError, port_is_open
+from svc.local.idempotency import Idempotency
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,13 @@ def _run_localstripe(
     _answer_lightly(resources, server)
     resources.Store.dump_to_disk = dump_to_disk
     resources.Store.try_load_from_disk = try_load_from_disk
+    # Stripe's idempotency, which localstripe lacks: without it a retry after a crash
+    # would charge twice here and not at Stripe (svc/local/idempotency.py).
+    keys = Idempotency(state_file.with_name(state_file.name + ".keys") if persist else None)
+    keys.install(server.app)
     if not from_scratch:
         resources.store.try_load_from_disk()
+        keys.load()
 
     # What localstripe's own start does, with the access log optional and uvloop.
     listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)

@@ -11,7 +11,13 @@ from aiohttp import web
 from svc.local import stop_process
 from svc.local.localstripe import register_localstripe_webhook, start_localstripe
 from tests.conftest import free_port
-from tests.support.stripe_helpers import create_card, sdk, sign
+from tests.support.stripe_helpers import (
+    CARD_DECLINED_AT_CHARGE,
+    CARD_OK,
+    create_card,
+    sdk,
+    sign,
+)
 
 
 async def pay_off_session(base: str, customer_id: str) -> str:
@@ -109,5 +115,72 @@ async def test_localstripe_keeps_its_state_and_the_events_built_across_a_restart
         again = await sdk(base).v1.payment_intents.retrieve_async(intent_id)
         assert (again.id, again.status, again.amount) == (intent_id, "succeeded", 263)
         assert await events_kept(base) == [("payment_intent.succeeded", intent_id)]
+    finally:
+        stop_process(process)
+
+
+async def charge_with_key(
+    http: httpx.AsyncClient, customer_id: str, method_id: str, key: str
+) -> httpx.Response:
+    return await http.post(
+        "/v1/payment_intents",
+        data={
+            "amount": 263,
+            "currency": "gbp",
+            "customer": customer_id,
+            "payment_method": method_id,
+            "confirm": "true",
+            "off_session": "true",
+        },
+        headers={"Authorization": "Bearer sk_test_x", "Idempotency-Key": key},
+    )
+
+
+async def test_localstripe_replays_a_charge_and_a_decline_by_key_even_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.pickle"
+    port = free_port()
+    base = f"http://localhost:{port}"
+    stripe = sdk(base)
+    process = start_localstripe(port, state_file=state, fresh=True)
+    try:
+        customer = await stripe.v1.customers.create_async()
+        methods = {}
+        for card in (CARD_OK, CARD_DECLINED_AT_CHARGE):
+            methods[card] = await create_card(stripe, card=card)
+            await stripe.v1.payment_methods.attach_async(
+                methods[card], params={"customer": customer.id}
+            )
+        async with httpx.AsyncClient(base_url=base) as http:
+            paid = await charge_with_key(http, customer.id, methods[CARD_OK], "charge-1")
+            declined = await charge_with_key(
+                http, customer.id, methods[CARD_DECLINED_AT_CHARGE], "charge-2"
+            )
+            declined_again = await charge_with_key(
+                http, customer.id, methods[CARD_DECLINED_AT_CHARGE], "charge-2"
+            )
+        assert (paid.status_code, paid.json()["status"]) == (200, "succeeded")
+        assert (declined.status_code, declined.json()["error"]["code"]) == (402, "card_declined")
+        assert (declined_again.status_code, declined_again.content) == (402, declined.content)
+        assert declined_again.headers["Idempotent-Replayed"] == "true"
+    finally:
+        stop_process(process)
+
+    process = start_localstripe(port, state_file=state)
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            again = await charge_with_key(http, customer.id, methods[CARD_OK], "charge-1")
+            log = (await http.get("/_config/qwip/requests")).json()
+        assert (again.json()["id"], again.headers["Idempotent-Replayed"]) == (
+            paid.json()["id"],
+            "true",
+        )
+        intents = await stripe.v1.payment_intents.list_async()
+        assert sorted(i.status for i in intents.data if i.amount == 263) in (
+            ["requires_payment_method", "succeeded"],
+            ["succeeded"],
+        )
+        assert [(e["idempotency_key"], e["replayed"]) for e in log] == [("charge-1", True)]
     finally:
         stop_process(process)

@@ -15,6 +15,7 @@ import stripe
 from aiosmtpd.controller import Controller
 
 from svc.local import stop_process
+from svc.local.idempotency import HOLD_PATH, LOG_PATH
 from svc.local.localstripe import register_localstripe_webhook, start_localstripe
 from tests.conftest import free_port, migrated_database, reset_tables
 from tests.support import booking
@@ -61,14 +62,33 @@ class Localstripe:
         self.process = start_localstripe(
             self.port, state_file=self.state, log_file=self.log, fresh=fresh
         )
-        for index, url in enumerate(self.webhook_urls):
-            register_localstripe_webhook(
-                self.url, url=url, secret=WEBHOOK_SECRET, name=f"replica{index}"
-            )
+        self.register_webhooks()
 
     def stop(self) -> None:
         if self.process:
             stop_process(self.process)
+
+    def register_webhooks(self, *, reachable: bool = True) -> None:
+        """Point Stripe's events at the replicas, or (`reachable=False`) at nobody: Stripe
+        delivers events late at times, and retries for days."""
+        for index, url in enumerate(self.webhook_urls):
+            register_localstripe_webhook(
+                self.url,
+                url=url if reachable else "http://127.0.0.1:9/webhook/stripe",
+                secret=WEBHOOK_SECRET,
+                name=f"replica{index}",
+            )
+
+    async def requests(self) -> list[dict[str, Any]]:
+        """The stand-in's log of the POSTs it answered (svc/local/idempotency.py)."""
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            return list((await http.get(LOG_PATH)).json())
+
+    async def hold_answers(self, milliseconds: int, *, path: str = "^/v1/") -> None:
+        """Hold back the answers to POSTs whose path matches, once their work is done."""
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            answer = await http.post(HOLD_PATH, data={"ms": milliseconds, "path": path})
+            answer.raise_for_status()
 
 
 class Smtp:
@@ -174,6 +194,7 @@ async def fresh(cluster: Cluster) -> AsyncIterator[Cluster]:
     cluster.proxy.delay_before = 0
     cluster.proxy.delay_after.clear()
     cluster.proxy.seen.clear()
+    await cluster.localstripe.hold_answers(0)
     yield cluster
 
 
