@@ -14,7 +14,7 @@ arguments, the Supabase one as an ``rpc()``, so both run the same definition of 
 """
 
 from svc.database_accessor.base import Database, DatabaseUnavailable, InvalidPod, PodNameTaken
-from svc.database_accessor.migrations import MIGRATIONS_DIR, apply_migrations
+from svc.database_accessor.migrations import MIGRATIONS_DIR, apply_migrations, list_migrations
 from svc.database_accessor.postgres import PostgresDatabase
 from svc.database_accessor.supabase import SupabaseDatabase
 
@@ -27,4 +27,5 @@ __all__ = [
     "PostgresDatabase",
     "SupabaseDatabase",
     "apply_migrations",
+    "list_migrations",
 ]
