@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = groups.add_parser("db", help="the database schema")
     db_commands = db.add_subparsers(dest="command", required=True)
-    db_commands.add_parser("init", help="apply the schema (idempotent)")
+    db_commands.add_parser(
+        "init", help="apply the migrations not yet recorded in supabase_migrations"
+    )
     return parser
 
 
@@ -103,6 +105,8 @@ async def run(args: argparse.Namespace) -> str:
         if (args.group, args.command) == ("db", "init"):
             dsn, description = await runtime.database_url(settings, stack)
             applied = await apply_migrations(dsn)
+            if not applied:
+                return f"nothing to apply: every migration is recorded on {description}"
             return f"applied {', '.join(applied)} to {description}"
         db, _ = await runtime.open_database(settings, stack)
         return await run_pod_command(db, args, default_currency=settings.CURRENCY)

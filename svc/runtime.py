@@ -42,8 +42,8 @@ async def database_url(settings: Settings, stack: AsyncExitStack) -> tuple[str, 
         return dsn, f"embedded Postgres, data in {data_dir / 'pgdata'}"
     raise ConfigurationError(
         "SUPABASE_URL and SUPABASE_KEY reach the project over its HTTP API, which cannot run "
-        "SQL: apply supabase/migrations/*.sql, in order, in the project's SQL editor or with "
-        "`supabase db push`, or set DATABASE_URL to the project's connection string"
+        "SQL: apply supabase/migrations/ with `supabase db push`, or set DATABASE_URL to the "
+        "project's connection string"
     )
 
 

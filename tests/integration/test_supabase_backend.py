@@ -290,6 +290,6 @@ async def test_db_init_on_supabase_says_how_to_apply_the_schema(
     assert (code, stdout) == (1, "")
     assert stderr == (
         "error: SUPABASE_URL and SUPABASE_KEY reach the project over its HTTP API, which cannot "
-        "run SQL: apply supabase/migrations/*.sql, in order, in the project's SQL editor or with "
-        "`supabase db push`, or set DATABASE_URL to the project's connection string\n"
+        "run SQL: apply supabase/migrations/ with `supabase db push`, or set DATABASE_URL to the "
+        "project's connection string\n"
     )

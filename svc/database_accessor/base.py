@@ -1,0 +1,470 @@
+"""What every backend shares: the `Database` interface, its errors, the row mappers, and
+each call of a ``qwip_*`` SQL function, written once in `FunctionCalls`."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Protocol, TypeVar
+from uuid import UUID
+
+from svc.errors import ServiceError
+from svc.records import (
+    ChargeClaim,
+    EndedSession,
+    NewPod,
+    OutboxEmail,
+    Pod,
+    PodChanges,
+    QueuedEmail,
+    SessionRecord,
+    StartOutcome,
+    StartSessionRequest,
+)
+from svc.types import PaymentRecorded, PaymentStatus, StartOutcomeKind
+
+
+class DatabaseUnavailable(ServiceError):
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__("The database cannot be reached right now; please try again shortly.")
+
+
+class PodNameTaken(ServiceError):
+    status_code = 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"A pod named {name!r} already exists.")
+
+
+class InvalidPod(ServiceError):
+    status_code = 422
+
+
+class Database(Protocol):
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    # Pods
+
+    async def list_pods(self) -> list[Pod]: ...
+
+    async def get_pod_by_name(self, name: str) -> Pod | None: ...
+
+    async def get_pod_by_id(self, pod_id: int) -> Pod | None: ...
+
+    async def insert_pod(self, pod: NewPod) -> Pod: ...
+
+    async def update_pod(self, name: str, changes: PodChanges) -> Pod | None: ...
+
+    # Sessions
+
+    async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None: ...
+
+    async def get_session_by_setup_intent(self, setup_intent_id: str) -> SessionRecord | None: ...
+
+    async def start_session(self, request: StartSessionRequest) -> StartOutcome: ...
+
+    async def end_session(
+        self, session_id: UUID, *, max_minutes: int, lease_seconds: int
+    ) -> EndedSession | None:
+        """Fix the session's end if it is still open (the first call's end counts), free
+        its pod, and take its charge lease if nobody holds it; the session as it then
+        stands, or None for an unknown id."""
+        ...
+
+    async def claim_charge(
+        self, session_id: UUID, *, cost_pence: int, lease_seconds: int
+    ) -> ChargeClaim | None:
+        """Fix the cost unless it was fixed before, and take the charge lease if free.
+        None once the session is settled (or if it has not ended)."""
+        ...
+
+    async def release_charge(self, session_id: UUID) -> None: ...
+
+    async def record_payment(
+        self,
+        session_id: UUID,
+        *,
+        cost_pence: int,
+        status: PaymentStatus,
+        payment_intent_id: str | None,
+        error: str | None,
+        emails: Sequence[QueuedEmail],
+        event_id: str | None = None,
+        event_type: str | None = None,
+    ) -> PaymentRecorded:
+        """Record a payment outcome with the session's cost (a cost fixed before stands)
+        and queue its e-mails, once: "recorded", "unchanged" (settled before) or
+        "duplicate" (the event was seen before)."""
+        ...
+
+    async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]: ...
+
+    async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]: ...
+
+    # Access codes on smart locks: each rule is a function of 0002_access_code_work.sql
+
+    async def list_access_code_work(self, *, limit: int) -> list[UUID]: ...
+
+    async def claim_access_code_work(
+        self, session_id: UUID, *, lease_seconds: int
+    ) -> int | None: ...
+
+    async def retry_access_code_work(
+        self, session_id: UUID, *, retry_in_seconds: float
+    ) -> None: ...
+
+    async def record_access_code(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool: ...
+
+    async def update_access_code_status(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool: ...
+
+    async def fail_access_code(self, session_id: UUID) -> bool: ...
+
+    # Stripe events
+
+    async def is_event_processed(self, event_id: str) -> bool: ...
+
+    async def record_event(
+        self, event_id: str, event_type: str, emails: Sequence[QueuedEmail] = ()
+    ) -> bool: ...
+
+    # E-mail outbox
+
+    async def queue_emails(self, emails: Sequence[QueuedEmail]) -> None: ...
+
+    async def claim_emails(self, *, limit: int, lease_seconds: int) -> list[OutboxEmail]: ...
+
+    async def mark_emails_sent(self, email_ids: Sequence[int]) -> None: ...
+
+    async def mark_email_failed(
+        self, email_id: int, *, retry_in_seconds: int, error: str
+    ) -> None: ...
+
+
+# Rows reach these as asyncpg records (Decimal, datetime, UUID) or as PostgREST's JSON
+# (strings for all three); each converter takes either.
+
+
+def _decimal(value: object) -> Decimal:
+    # A JSON number would already be a binary float: prices are read as text instead.
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, str):
+        return Decimal(value)
+    raise TypeError(f"expected an exact decimal, got {type(value).__name__}")
+
+
+def _timestamp(value: object) -> datetime:
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(parsed, datetime) or parsed.tzinfo is None:
+        raise TypeError(f"expected a timestamp with a time zone, got {value!r}")
+    return parsed
+
+
+def _optional_timestamp(value: object) -> datetime | None:
+    return None if value is None else _timestamp(value)
+
+
+def _uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def pod_from_row(row: Mapping[str, Any]) -> Pod:
+    return Pod(
+        id=row["id"],
+        name=row["name"],
+        address=row["address"],
+        price=_decimal(row["price"]),
+        currency=row["currency"],
+        in_use=row["in_use"],
+        seam_device_id=row["seam_device_id"],
+    )
+
+
+def _session(row: Mapping[str, Any]) -> SessionRecord:
+    status = row["payment_status"]
+    return SessionRecord(
+        id=_uuid(row["id"]),
+        pod_id=row["pod_id"],
+        pod_name=row["pod_name"],
+        pod_address=row["pod_address"],
+        seam_device_id=row["seam_device_id"],
+        user_email=row["user_email"],
+        start_time=_timestamp(row["start_time"]),
+        end_time=_optional_timestamp(row["end_time"]),
+        price_per_minute=_decimal(row["price_per_minute"]),
+        free_minutes=row["free_minutes"],
+        currency=row["currency"],
+        stripe_customer_id=row["stripe_customer_id"],
+        stripe_payment_method=row["stripe_payment_method"],
+        setup_intent_id=row["setup_intent_id"],
+        access_code=row["access_code"],
+        access_code_id=row["access_code_id"],
+        access_code_status=row["access_code_status"],
+        cost_pence=row["cost_pence"],
+        payment_intent_id=row["payment_intent_id"],
+        payment_status=PaymentStatus(status) if status is not None else None,
+        payment_error=row["payment_error"],
+        now=_timestamp(row["now"]),
+    )
+
+
+def _ended_session(row: Mapping[str, Any]) -> EndedSession:
+    claimed = row["charge_claimed"]
+    if not isinstance(claimed, bool):
+        raise TypeError(f"expected a flag for the charge lease, got {claimed!r}")
+    return EndedSession(_session(row), charge_claimed=claimed)
+
+
+def _charge_claim(row: Mapping[str, Any]) -> ChargeClaim:
+    cost, claimed = row["cost_pence"], row["claimed"]
+    if not isinstance(cost, int) or not isinstance(claimed, bool):
+        raise TypeError(f"expected a cost in pence and a flag, got {dict(row)!r}")
+    return ChargeClaim(cost_pence=cost, claimed=claimed)
+
+
+def _outbox_email(row: Mapping[str, Any]) -> OutboxEmail:
+    return OutboxEmail(
+        id=row["id"],
+        dedupe_key=row["dedupe_key"],
+        kind=row["kind"],
+        recipient=row["recipient"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+    )
+
+
+def _start_outcome(result: Mapping[str, Any]) -> StartOutcome:
+    session_id = result.get("session_id")
+    return StartOutcome(
+        outcome=StartOutcomeKind(result["outcome"]),
+        session_id=_uuid(session_id) if session_id else None,
+    )
+
+
+def _emails_json(emails: Sequence[QueuedEmail]) -> list[dict[str, Any]]:
+    return [email.as_json() for email in emails]
+
+
+def check_message(constraint: str | None) -> str:
+    """The pod rule a refused insert or update broke, in words for the operator."""
+    return {
+        "pods_name_shape": "A pod name is 1-64 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit.",
+        "pods_price_not_negative": "The price per minute cannot be negative.",
+        "pods_currency_code": "The currency must be a three-letter code such as gbp.",
+    }.get(constraint or "", f"The pod breaks the rule {constraint}.")
+
+
+Params = dict[str, object]
+"""A function's arguments by name (``p_…``), as Python values: UUID, int, float, str, None,
+and dicts or lists for ``jsonb``. Each backend sends them its own way."""
+
+_T = TypeVar("_T")
+
+
+class FunctionCalls(ABC):
+    """Every `Database` method that is one call of a ``qwip_*`` SQL function.
+
+    A backend supplies two ways to call a function by name with named arguments:
+    `_call_rows` for a set-returning one (its rows) and `_call_value` for any other (its
+    value, None for void). The rule itself lives in the migration; here only its arguments
+    and the reading of its answer.
+    """
+
+    answers_from: ClassVar[str]
+    """Who answered, for the error when an answer has the wrong shape."""
+
+    @abstractmethod
+    async def _call_rows(self, function: str, params: Params) -> Sequence[Mapping[str, Any]]: ...
+
+    @abstractmethod
+    async def _call_value(self, function: str, params: Params) -> Any: ...
+
+    def _expect(self, value: object, kind: type[_T], function: str) -> _T:
+        if not isinstance(value, kind):
+            raise TypeError(
+                f"{function}: expected {kind.__name__} from {self.answers_from}, got {value!r}"
+            )
+        return value
+
+    async def _first_row(self, function: str, params: Params) -> Mapping[str, Any] | None:
+        """The first row a set-returning function answers, or None when it answers none."""
+        rows = await self._call_rows(function, params)
+        return rows[0] if rows else None
+
+    async def _flag(self, function: str, params: Params) -> bool:
+        return self._expect(await self._call_value(function, params), bool, function)
+
+    async def _session_ids(self, function: str, params: Params) -> list[UUID]:
+        ids = self._expect(await self._call_value(function, params), list, function)
+        return [_uuid(value) for value in ids]
+
+    # Sessions
+
+    async def _get_session(self, params: Params) -> SessionRecord | None:
+        row = await self._first_row("qwip_get_session", params)
+        return _session(row) if row else None
+
+    async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None:
+        return await self._get_session({"p_session_id": session_id})
+
+    async def get_session_by_setup_intent(self, setup_intent_id: str) -> SessionRecord | None:
+        return await self._get_session({"p_setup_intent_id": setup_intent_id})
+
+    async def start_session(self, request: StartSessionRequest) -> StartOutcome:
+        function = "qwip_start_session"
+        started, unavailable = request.started_email, request.unavailable_email
+        result = await self._call_value(
+            function,
+            {
+                "p_event_id": request.event_id,
+                "p_event_type": request.event_type,
+                "p_session_id": request.session_id,
+                "p_setup_intent_id": request.setup_intent_id,
+                "p_pod_id": request.pod_id,
+                "p_user_email": request.user_email,
+                "p_customer_id": request.customer_id,
+                "p_payment_method": request.payment_method,
+                "p_access_code": request.access_code,
+                "p_free_minutes": request.free_minutes,
+                "p_started_email": started.as_json() if started else None,
+                "p_unavailable_email": unavailable.as_json() if unavailable else None,
+            },
+        )
+        return _start_outcome(self._expect(result, dict, function))
+
+    async def end_session(
+        self, session_id: UUID, *, max_minutes: int, lease_seconds: int
+    ) -> EndedSession | None:
+        row = await self._first_row(
+            "qwip_end_session",
+            {
+                "p_session_id": session_id,
+                "p_max_minutes": max_minutes,
+                "p_lease_seconds": lease_seconds,
+            },
+        )
+        return _ended_session(row) if row else None
+
+    async def claim_charge(
+        self, session_id: UUID, *, cost_pence: int, lease_seconds: int
+    ) -> ChargeClaim | None:
+        row = await self._first_row(
+            "qwip_claim_charge",
+            {
+                "p_session_id": session_id,
+                "p_cost_pence": cost_pence,
+                "p_lease_seconds": lease_seconds,
+            },
+        )
+        return _charge_claim(row) if row else None
+
+    async def record_payment(
+        self,
+        session_id: UUID,
+        *,
+        cost_pence: int,
+        status: PaymentStatus,
+        payment_intent_id: str | None,
+        error: str | None,
+        emails: Sequence[QueuedEmail],
+        event_id: str | None = None,
+        event_type: str | None = None,
+    ) -> PaymentRecorded:
+        function = "qwip_record_payment"
+        outcome = await self._call_value(
+            function,
+            {
+                "p_session_id": session_id,
+                "p_cost_pence": cost_pence,
+                "p_status": status.value,
+                "p_payment_intent_id": payment_intent_id,
+                "p_error": error,
+                "p_emails": _emails_json(emails),
+                "p_event_id": event_id,
+                "p_event_type": event_type,
+            },
+        )
+        return PaymentRecorded(self._expect(outcome, str, function))
+
+    async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]:
+        return await self._session_ids(
+            "qwip_list_unsettled_sessions", {"p_idle_seconds": idle_seconds}
+        )
+
+    async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
+        return await self._session_ids("qwip_list_overdue_sessions", {"p_max_minutes": max_minutes})
+
+    # Access codes on smart locks
+
+    async def list_access_code_work(self, *, limit: int) -> list[UUID]:
+        return await self._session_ids("qwip_list_access_code_work", {"p_limit": limit})
+
+    async def claim_access_code_work(self, session_id: UUID, *, lease_seconds: int) -> int | None:
+        function = "qwip_claim_access_code_work"
+        attempt = await self._call_value(
+            function, {"p_session_id": session_id, "p_lease_seconds": lease_seconds}
+        )
+        # null: another replica holds the lease, or a retry delay runs
+        return None if attempt is None else self._expect(attempt, int, function)
+
+    async def retry_access_code_work(self, session_id: UUID, *, retry_in_seconds: float) -> None:
+        await self._call_value(
+            "qwip_retry_access_code_work",
+            {"p_session_id": session_id, "p_retry_in_seconds": retry_in_seconds},
+        )
+
+    async def record_access_code(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool:
+        return await self._flag(
+            "qwip_record_access_code",
+            {"p_session_id": session_id, "p_access_code_id": access_code_id, "p_status": status},
+        )
+
+    async def update_access_code_status(
+        self, session_id: UUID, *, access_code_id: str, status: str
+    ) -> bool:
+        return await self._flag(
+            "qwip_update_access_code_status",
+            {"p_session_id": session_id, "p_access_code_id": access_code_id, "p_status": status},
+        )
+
+    async def fail_access_code(self, session_id: UUID) -> bool:
+        return await self._flag("qwip_fail_access_code", {"p_session_id": session_id})
+
+    # Stripe events
+
+    async def record_event(
+        self, event_id: str, event_type: str, emails: Sequence[QueuedEmail] = ()
+    ) -> bool:
+        return await self._flag(
+            "qwip_record_event",
+            {"p_event_id": event_id, "p_event_type": event_type, "p_emails": _emails_json(emails)},
+        )
+
+    # E-mail outbox
+
+    async def queue_emails(self, emails: Sequence[QueuedEmail]) -> None:
+        if emails:
+            await self._call_value("qwip_queue_emails", {"p_emails": _emails_json(emails)})
+
+    async def claim_emails(self, *, limit: int, lease_seconds: int) -> list[OutboxEmail]:
+        rows = await self._call_rows(
+            "qwip_claim_emails", {"p_limit": limit, "p_lease_seconds": lease_seconds}
+        )
+        return [_outbox_email(row) for row in rows]
+
+    async def mark_email_failed(self, email_id: int, *, retry_in_seconds: int, error: str) -> None:
+        await self._call_value(
+            "qwip_postpone_email",
+            {"p_email_id": email_id, "p_retry_in_seconds": retry_in_seconds, "p_error": error},
+        )
