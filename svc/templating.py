@@ -19,6 +19,11 @@ def _local_time(moment: datetime | None, timezone: ZoneInfo) -> str:
     return format_local_time(moment, timezone) if moment else ""
 
 
+def _paragraphs(body: str) -> list[str]:
+    """The paragraphs of a text, a blank line apart (Markup stays Markup)."""
+    return [paragraph.strip() for paragraph in body.split("\n\n") if paragraph.strip()]
+
+
 def _environment(*, autoescape: bool) -> Environment:
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
@@ -33,6 +38,7 @@ def _environment(*, autoescape: bool) -> Environment:
         price_per_minute=format_price_per_minute,
         duration=format_duration,
         local_time=_local_time,
+        paragraphs=_paragraphs,
     )
     return environment
 
