@@ -27,9 +27,7 @@ class Rendered:
 
 
 @dataclass(frozen=True, slots=True)
-class Composed:
-    subject: str
-    text: str
+class Composed(Rendered):
     raw: bytes  # the whole message, as handed to SMTP or written to a file
 
 
@@ -70,4 +68,4 @@ def compose(email: OutboxEmail, settings: Settings) -> Composed:
         part = MIMENonMultipart("text", subtype)
         part.set_payload(body, _UTF8_READABLE)
         message.attach(part)
-    return Composed(subject=subject, text=rendered.text, raw=message.as_bytes())
+    return Composed(subject=subject, text=rendered.text, html=rendered.html, raw=message.as_bytes())
