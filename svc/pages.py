@@ -150,8 +150,8 @@ def end_session_page(session: SessionRecord, preview: SessionPreview, *, setting
 
 
 def failure_reason(error: str | None) -> str:
-    """ "Your card was declined" of "card_declined: Your card was declined.": the words
-    Stripe gave a customer, without its code (static/end-session.js does the same)."""
+    """The words Stripe gave a customer, without its code: `card_declined: Your card was
+    declined.` gives `Your card was declined` (static/end-session.js does the same)."""
     return (error or "").split(": ", 1)[-1].rstrip(".")
 
 
