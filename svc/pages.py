@@ -1,11 +1,12 @@
 """The built-in pages: the pod list, a pod's booking page and the end-session page.
 
-Server-rendered HTML (`page_templates`) plus small vanilla JavaScript files in
-`svc/static/` that talk to the JSON API. No build step and no inline script, so the
-Content-Security-Policy can allow scripts only from this service and the Stripe.js origin
-in use.
+Server-rendered HTML (Jinja2 templates in `svc/templates/`, autoescaped) plus small
+vanilla JavaScript files in `svc/static/` that talk to the JSON API. No build step and no
+inline script, so the Content-Security-Policy can allow scripts only from this service and
+the Stripe.js origin in use.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -17,14 +18,20 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from svc import bookings, page_templates
+from svc import bookings, templating
 from svc.env import Settings
-from svc.records import SessionRecord
+from svc.records import Pod, SessionRecord
+from svc.schemas import SessionPreview
 from svc.services import Services
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 REAL_STRIPE_JS = "https://js.stripe.com/v3/"
+STRIPE_TEST_CARD = "4242 4242 4242 4242"
+
+# How often a page refreshes what it shows while it is open (seconds); the scripts read these.
+POD_LIST_REFRESH_SECONDS = 3
+SESSION_REFRESH_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,67 @@ def html_page(body: str, *, status_code: int = 200, stripe: StripeJs | None = No
     )
 
 
+def render(template: str, **context: object) -> str:
+    return templating.html.get_template(template).render(context)
+
+
+def pod_list_page(pods: Sequence[Pod]) -> str:
+    return render("pods.html", pods=pods, refresh_seconds=POD_LIST_REFRESH_SECONDS)
+
+
+def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:
+    return render(
+        "book.html",
+        pod=pod,
+        timezone=settings.TIMEZONE,
+        stripe_script=stripe.script_url,
+        publishable_key=stripe.publishable_key,
+        test_mode=stripe.is_emulator,
+        test_card=STRIPE_TEST_CARD,
+    )
+
+
+def end_session_page(session: SessionRecord, preview: SessionPreview, *, settings: Settings) -> str:
+    return render(
+        "end_session.html",
+        session=session,
+        preview=preview,
+        timezone=settings.timezone,
+        timezone_name=settings.TIMEZONE,
+        minimum_charge_pence=settings.MINIMUM_CHARGE_PENCE,
+        failure_reason=failure_reason(session.payment_error),
+        refresh_seconds=SESSION_REFRESH_SECONDS,
+    )
+
+
+def failure_reason(error: str | None) -> str:
+    """The words Stripe gave a customer, without its code: `card_declined: Your card was
+    declined.` gives `Your card was declined` (static/end-session.js does the same)."""
+    return (error or "").split(": ", 1)[-1].rstrip(".")
+
+
+def pod_not_found_page(name: str | None) -> str:
+    if not name:
+        return not_found_page(
+            "Choose a pod", "This link does not name a pod. Pick one from the list."
+        )
+    return not_found_page(
+        "Pod not found", f"There is no pod called “{name}”. Pick one from the list of pods."
+    )
+
+
+def session_not_found_page() -> str:
+    return not_found_page(
+        "Session not found",
+        "We cannot find a session for this link. Open the link in your booking e-mail "
+        "again; if it still does not work, the link may be incomplete.",
+    )
+
+
+def not_found_page(title: str, message: str) -> str:
+    return render("not_found.html", title=title, message=message)
+
+
 class StaticAssets(StaticFiles):
     """The pages' CSS and JavaScript: revalidated on every load (no build step, no hashes)."""
 
@@ -135,7 +203,7 @@ router = APIRouter(include_in_schema=False)
 async def show_pods(services: ServicesDep) -> Response:
     """Every pod with its address, price and whether it is free."""
     pods = await services.db.list_pods()
-    return html_page(page_templates.pod_list(pods))
+    return html_page(pod_list_page(pods))
 
 
 @router.get("/book")
@@ -146,16 +214,9 @@ async def show_booking(
     name = podName or pod_name
     pod = await services.db.get_pod_by_name(name) if name else None
     if pod is None:
-        return html_page(page_templates.pod_not_found(name), status_code=404)
+        return html_page(pod_not_found_page(name), status_code=404)
     stripe = stripe_js(services.settings)
-    page = page_templates.booking(
-        pod,
-        settings=services.settings,
-        stripe_script=stripe.script_url,
-        publishable_key=stripe.publishable_key,
-        test_mode=stripe.is_emulator,
-    )
-    return html_page(page, stripe=stripe)
+    return html_page(booking_page(pod, settings=services.settings, stripe=stripe), stripe=stripe)
 
 
 @router.get("/end-session")
@@ -165,9 +226,9 @@ async def show_end_session(
     """A session's running cost and End button, or its receipt once ended."""
     session = await find_session(services, sessionId or session_id)
     if session is None:
-        return html_page(page_templates.session_not_found(), status_code=404)
+        return html_page(session_not_found_page(), status_code=404)
     preview = bookings.preview_of(session)
-    return html_page(page_templates.end_session(session, preview, settings=services.settings))
+    return html_page(end_session_page(session, preview, settings=services.settings))
 
 
 async def find_session(services: Services, raw_id: str | None) -> SessionRecord | None:

@@ -15,7 +15,7 @@ from svc.database_accessor import (
     SupabaseDatabase,
     apply_migrations,
 )
-from svc.email_manager import Mailer
+from svc.email_manager import EmailSender, FileSender, Mailer, SmtpSender
 from svc.env import ConfigurationError, Settings
 from svc.local import LocalServiceError, localstripe, port_is_open, stop_process
 from svc.local.postgres import start_embedded_postgres
@@ -117,9 +117,12 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
         payments = f"Stripe at {settings.stripe_api_base or 'api.stripe.com'}"
     stripe_client, http_client = payments_manager.build_client(settings)
     stack.push_async_callback(http_client.close_async)
+    sender: EmailSender
     if settings.uses_smtp:
+        sender = SmtpSender(settings)
         email = f"SMTP at {settings.SMTP_HOST}:{settings.SMTP_PORT}"
     else:
+        sender = FileSender(settings.OUTBOX_DIR)
         email = f"written to {settings.OUTBOX_DIR}/ and printed to this log"
     seam = seam_accessor.build_client(settings)
     if seam is not None:
@@ -132,7 +135,7 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
         settings=settings,
         db=db,
         stripe=stripe_client,
-        mailer=Mailer(settings),
+        mailer=Mailer(settings, sender),
         outbox=Outbox(),
         seam=seam,
     )

@@ -13,7 +13,6 @@ const byId = (id) => document.getElementById(id);
 const data = byId("main").dataset;
 const { sessionId, timezone, startTime } = data;
 const refreshMs = Number(data.refreshSeconds) * 1000;
-const minimumPence = Number(data.minimumChargePence);
 const status = byId("end-status");
 
 function say(message, { error = false } = {}) {
@@ -21,34 +20,28 @@ function say(message, { error = false } = {}) {
   status.classList.toggle("is-error", error);
 }
 
-// Worded as svc/page_templates.py:payment_outcome words the server-rendered receipt.
-function paymentOutcome(paymentStatus, costPence, currency, error) {
-  const amount = formatMoney(costPence, currency);
-  switch (paymentStatus) {
-    case "succeeded":
-      return ["ok", `Paid: ${amount} was charged to your saved card.`];
-    case "not_charged": {
-      const minimum = formatMoney(minimumPence, currency);
-      return ["ok", `Nothing to pay: ${amount} is below our minimum charge of ${minimum}.`];
-    }
-    case "failed": {
-      const text = error || "";
-      const reason = (text.includes(": ") ? text.slice(text.indexOf(": ") + 2) : text)
-        .replace(/\.+$/, "");
-      return [
-        "warn",
-        `The charge of ${amount} did not go through. ${reason || "Your card was declined"}. ` +
-          "We have e-mailed you about paying it.",
-      ];
-    }
-    case "requires_action":
-      return [
-        "warn",
-        `Your bank wants you to approve the charge of ${amount}. We have e-mailed you about paying it.`,
-      ];
-    default:
-      return ["wait", `Charging ${amount} to your saved card. This page updates when it is done.`];
+// The receipt's words for a payment outcome, from the <template> the server rendered for it
+// (svc/templates/_payment.html, the one place they are written), with the figures filled in.
+function showOutcome(element, paymentStatus, costPence, currency, error) {
+  const template = byId(`outcome-${paymentStatus}`) ?? byId("outcome-pending");
+  const words = template.content.cloneNode(true);
+  words.querySelectorAll('[data-slot="amount"]').forEach((slot) => {
+    slot.textContent = formatMoney(costPence, currency);
+  });
+  // Stripe's words for the customer, without its code ("card_declined: ..."), as the server
+  // puts them (svc/pages.py:failure_reason); without any, the template's own stay.
+  const text = error || "";
+  const reason = (text.includes(": ") ? text.slice(text.indexOf(": ") + 2) : text).replace(
+    /\.+$/,
+    "",
+  );
+  if (reason) {
+    words.querySelectorAll('[data-slot="reason"]').forEach((slot) => {
+      slot.textContent = reason;
+    });
   }
+  element.replaceChildren(words);
+  element.className = `outcome outcome--${template.dataset.tone}`;
 }
 
 const timers = [];
@@ -74,15 +67,13 @@ function waitForSettlement() {
 
 function showReceipt(ended) {
   byId("receipt-amount").textContent = formatMoney(ended.final_cost_pence, ended.currency);
-  const [tone, text] = paymentOutcome(
+  showOutcome(
+    byId("receipt-outcome"),
     ended.payment_status,
     ended.final_cost_pence,
     ended.currency,
     ended.error,
   );
-  const outcome = byId("receipt-outcome");
-  outcome.textContent = text;
-  outcome.className = `outcome outcome--${tone}`;
   byId("receipt-end").textContent = formatLocalTime(ended.end_time, timezone);
   byId("receipt-duration").textContent = formatDuration(elapsedSeconds(startTime, ended.end_time));
   byId("live").toggleAttribute("inert", true);

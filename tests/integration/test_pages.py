@@ -48,9 +48,9 @@ async def test_pod_list_shows_each_pod_with_its_price_and_state(
         '<span class="pod__address">1 Demo Street</span>'
         '<span class="pod__price">£0.25 per minute</span></a>'
     ) in response.text
-    # An address is text, never markup.
+    # An address is text, never markup (MarkupSafe writes a quote as &#34;).
     assert (
-        '<span class="pod__address">&lt;b&gt;&quot;Mews&quot; &amp; Co&lt;/b&gt;</span>'
+        '<span class="pod__address">&lt;b&gt;&#34;Mews&#34; &amp; Co&lt;/b&gt;</span>'
         '<span class="pod__price">£0.125 per minute</span>'
     ) in response.text
     assert "<b>" not in response.text

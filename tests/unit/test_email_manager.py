@@ -9,7 +9,7 @@ from uuid import UUID
 import pytest
 
 from svc import email_manager
-from svc.email_manager import EmailNotSent, Mailer, compose
+from svc.email_manager import EmailNotSent, FileSender, Mailer, SmtpSender, compose
 from svc.env import Settings
 from svc.records import OutboxEmail, QueuedEmail, SessionRecord
 from svc.types import PaymentStatus
@@ -189,7 +189,7 @@ async def test_local_mode_writes_eml_files_and_prints_them(
 ) -> None:
     caplog.set_level(logging.INFO, logger="svc.email_manager")
     assert not settings.uses_smtp
-    await Mailer(settings).send(access_code())
+    await Mailer(settings, FileSender(settings.OUTBOX_DIR)).send(access_code())
     [path] = list(settings.OUTBOX_DIR.glob("*.eml"))
     assert path.name.endswith("-000001-access_code.eml")
     assert b"Subject: Your Qwip access code for pod1" in path.read_bytes()
@@ -207,7 +207,7 @@ async def test_smtp_delivers_to_a_real_server(tmp_path: Path, smtp_server: Mailb
         OUTBOX_DIR=tmp_path,
     )
     assert settings.uses_smtp
-    await Mailer(settings).send(access_code())
+    await Mailer(settings, SmtpSender(settings)).send(access_code())
     [received] = await smtp_server.wait_for("access_code")
     assert received.recipients == ["ada@example.com"]
     assert received.access_code() == "042917"
@@ -224,7 +224,7 @@ async def test_smtp_refusing_raises_email_not_sent(tmp_path: Path) -> None:
         OUTBOX_DIR=tmp_path,
     )
     with pytest.raises(EmailNotSent, match="SMTPConnect"):
-        await Mailer(settings).send(access_code())
+        await Mailer(settings, SmtpSender(settings)).send(access_code())
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -260,7 +260,7 @@ async def test_smtp_logs_in_with_the_sender_and_app_password(tmp_path: Path) -> 
             EMAIL_PASSWORD="app-password",
             OUTBOX_DIR=tmp_path,
         )
-        await Mailer(settings).send(access_code())
+        await Mailer(settings, SmtpSender(settings)).send(access_code())
         await mailbox.wait_for("access_code")
         assert logins == [(b"pods@example.com", b"app-password")]
     finally:
@@ -320,3 +320,143 @@ def test_a_code_left_on_a_lock_is_reported_with_when_it_expires(settings: Settin
         "keeps trying; the lock stops taking the code by itself at 26 November 2026, 6:05pm. "
         "The charge and the receipt were not held up by this.\n"
     )
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def every_kind(**session_changes: object) -> list[OutboxEmail]:
+    """One queued message of each kind, as the booking code queues them."""
+    record = session(**session_changes)
+    failed = email_manager.settlement_emails(
+        record, cost_pence=263, status=PaymentStatus.FAILED, error=HOSTILE, operator="o@x.y"
+    )
+    [receipt] = email_manager.settlement_emails(
+        record, cost_pence=263, status=PaymentStatus.SUCCEEDED, error=None, operator=None
+    )
+    started = email_manager.access_code_email(
+        session_id=record.id,
+        recipient="ada@example.com",
+        access_code="042917",
+        pod_name=record.pod_name,
+        pod_address=record.pod_address,
+        price_per_minute=Decimal("0.25"),
+        currency="gbp",
+        end_session_url="https://pods.example.com/end-session?a=1&b=2",
+    )
+    unavailable = email_manager.pod_unavailable_email(
+        setup_intent_id="seti_1", recipient="a@b.c", pod_name=record.pod_name
+    )
+    lock = email_manager.lock_failed_emails(record, reason=HOSTILE, operator="o@x.y")
+    queued = [started, unavailable, receipt, *failed, *lock]
+    return [
+        outbox(q, extra={"start_time": START.isoformat()} if q is started else None) for q in queued
+    ]
+
+
+def test_every_html_email_shows_a_hostile_pod_name_as_text(settings: Settings) -> None:
+    emails = every_kind(pod_name=HOSTILE, pod_address=HOSTILE)
+    assert sorted(e.kind for e in emails) == sorted(
+        [
+            "access_code",
+            "pod_unavailable",
+            "receipt",
+            "payment_failed",
+            "payment_failed_operator",
+            "lock_failed",
+            "operator_alert",
+        ]
+    )
+    for email in emails:
+        message = build_message(email, settings)
+        html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        assert "<script>" not in html, email.kind
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, email.kind
+        # The plain text is not HTML: it shows the name as it is.
+        text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert HOSTILE in text, email.kind
+    access = build_message(emails[0], settings).get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert 'href="https://pods.example.com/end-session?a=1&amp;b=2"' in access
+
+
+def test_queued_payloads_keep_the_json_of_earlier_releases() -> None:
+    """Rows already in an outbox were written with these keys; new rows are the same."""
+    [receipt] = email_manager.settlement_emails(
+        session(), cost_pence=263, status=PaymentStatus.SUCCEEDED, error=None, operator=None
+    )
+    assert receipt.payload == {
+        "session_id": str(SESSION_ID),
+        "pod_name": "pod1",
+        "start_time": "2026-11-26T15:05:00+00:00",
+        "end_time": "2026-11-26T15:15:30+00:00",
+        "duration_seconds": 630,
+        "cost_pence": 263,
+        "currency": "gbp",
+        "payment_status": "succeeded",
+    }
+    assert access_code().payload == {
+        "access_code": "042917",
+        "pod_name": "pod1",
+        "pod_address": "1 Demo Street, London",
+        "price_per_minute": "0.2500",
+        "currency": "gbp",
+        "end_session_url": f"https://pods.example.com/end-session?sessionId={SESSION_ID}",
+        "smart_lock": False,
+        "start_time": START.isoformat(),
+    }
+
+
+def test_an_access_code_queued_before_smart_locks_still_renders(settings: Settings) -> None:
+    """As an older release queued it: no smart_lock, and the start time as Postgres adds it."""
+    email = OutboxEmail(
+        id=7,
+        dedupe_key=f"access_code:{SESSION_ID}",
+        kind="access_code",
+        recipient="ada@example.com",
+        payload={
+            "access_code": "042917",
+            "pod_name": "pod1",
+            "pod_address": "1 Demo Street, London",
+            "price_per_minute": "0.2500",
+            "currency": "gbp",
+            "end_session_url": "https://pods.example.com/end-session",
+            "start_time": "2026-11-26T15:05:00.123456+00:00",
+        },
+        attempts=3,
+    )
+    text = build_message(email, settings).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Your door code for pod1 is 042917.\n\nAddress: 1 Demo Street, London\n\n" in text
+    assert "Started: 26 November 2026, 3:05pm" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "problem"),
+    [
+        (
+            "receipt",
+            {"pod_name": "pod1"},
+            "a queued 'receipt' e-mail is invalid: session_id: Field required;",
+        ),
+        ("postcard", {}, "a queued 'postcard' e-mail is invalid: kind: Input tag 'postcard'"),
+        (
+            "access_code",
+            {**access_code().payload, "start_time": None},
+            "a queued 'access_code' e-mail is invalid: start_time: missing",
+        ),
+    ],
+)
+async def test_an_invalid_payload_is_refused_and_the_others_still_go(
+    settings: Settings, kind: str, payload: dict[str, object], problem: str
+) -> None:
+    bad = OutboxEmail(
+        id=2, dedupe_key="bad", kind=kind, recipient="a@b.c", payload=payload, attempts=1
+    )
+    with pytest.raises(email_manager.EmailPayloadInvalid) as refused:
+        compose(bad, settings)
+    assert str(refused.value).startswith(problem)
+    outcomes = await Mailer(settings, FileSender(settings.OUTBOX_DIR)).send_all(
+        [bad, access_code()]
+    )
+    assert [str(outcome) if outcome else None for outcome in outcomes] == [str(refused.value), None]
+    [path] = list(settings.OUTBOX_DIR.glob("*.eml"))
+    assert path.name.endswith("-000001-access_code.eml")

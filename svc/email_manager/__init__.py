@@ -1,0 +1,41 @@
+"""E-mail: the messages (one typed payload per kind, worded by templates, as plain text and
+HTML) and their delivery.
+
+Messages are queued in the database's outbox by the booking code (with the data they
+need, as JSON) and rendered here when they are sent, by SMTP, or in local mode without
+SMTP settings to `.eml` files in OUTBOX_DIR: the sender is chosen once, at start.
+"""
+
+from svc.email_manager.compose import Composed, Rendered, compose, render
+from svc.email_manager.messages import (
+    access_code_email,
+    code_not_removed_alert,
+    lock_failed_emails,
+    operator_alert,
+    pod_unavailable_email,
+    settlement_emails,
+)
+from svc.email_manager.schemas import EmailPayload, EmailPayloadInvalid, read, stored
+from svc.email_manager.sender import EmailNotSent, EmailSender, FileSender, Mailer, SmtpSender
+
+__all__ = [
+    "Composed",
+    "EmailNotSent",
+    "EmailPayload",
+    "EmailPayloadInvalid",
+    "EmailSender",
+    "FileSender",
+    "Mailer",
+    "Rendered",
+    "SmtpSender",
+    "access_code_email",
+    "code_not_removed_alert",
+    "compose",
+    "lock_failed_emails",
+    "operator_alert",
+    "pod_unavailable_email",
+    "read",
+    "render",
+    "settlement_emails",
+    "stored",
+]

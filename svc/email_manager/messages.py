@@ -1,0 +1,165 @@
+"""What to queue. Each message has a dedupe key naming its purpose, so it is queued once."""
+
+import logging
+from decimal import Decimal
+from uuid import UUID
+
+from svc.email_manager.schemas import (
+    AccessCodeEmail,
+    EmailPayload,
+    LockFailedEmail,
+    OperatorAlertEmail,
+    PaymentFailedEmail,
+    PaymentFailedOperatorEmail,
+    PodUnavailableEmail,
+    ReceiptEmail,
+    stored,
+)
+from svc.records import QueuedEmail, SessionRecord
+from svc.types import PaymentStatus
+
+logger = logging.getLogger(__name__)
+
+
+def queued(payload: EmailPayload, *, dedupe_key: str, recipient: str) -> QueuedEmail:
+    return QueuedEmail(
+        dedupe_key=dedupe_key, kind=payload.kind, recipient=recipient, payload=stored(payload)
+    )
+
+
+def access_code_email(
+    *,
+    session_id: UUID,
+    recipient: str,
+    access_code: str,
+    pod_name: str,
+    pod_address: str,
+    price_per_minute: Decimal,
+    currency: str,
+    end_session_url: str,
+    smart_lock: bool = False,
+) -> QueuedEmail:
+    """The start time is added by the database when the session really opens."""
+    payload = AccessCodeEmail(
+        access_code=access_code,
+        pod_name=pod_name,
+        pod_address=pod_address,
+        price_per_minute=price_per_minute,
+        currency=currency,
+        end_session_url=end_session_url,
+        smart_lock=smart_lock,
+    )
+    return queued(payload, dedupe_key=f"access_code:{session_id}", recipient=recipient)
+
+
+def pod_unavailable_email(*, setup_intent_id: str, recipient: str, pod_name: str) -> QueuedEmail:
+    return queued(
+        PodUnavailableEmail(pod_name=pod_name),
+        dedupe_key=f"pod_unavailable:{setup_intent_id}",
+        recipient=recipient,
+    )
+
+
+def _session_facts(session: SessionRecord, cost_pence: int) -> dict[str, object]:
+    end = session.end_time or session.now
+    return {
+        "session_id": session.id,
+        "pod_name": session.pod_name,
+        "start_time": session.start_time,
+        "end_time": end,
+        "duration_seconds": max(0, int((end - session.start_time).total_seconds())),
+        "cost_pence": cost_pence,
+        "currency": session.currency,
+    }
+
+
+def settlement_emails(
+    session: SessionRecord,
+    *,
+    cost_pence: int,
+    status: PaymentStatus,
+    error: str | None,
+    operator: str | None,
+) -> list[QueuedEmail]:
+    """What goes out when a session's payment reaches an outcome."""
+    facts = _session_facts(session, cost_pence)
+    customer = session.user_email
+    emails = []
+    if status in (PaymentStatus.SUCCEEDED, PaymentStatus.NOT_CHARGED):
+        if customer:
+            receipt = ReceiptEmail.model_validate({**facts, "payment_status": status})
+            emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
+    elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
+        if customer:
+            failed = PaymentFailedEmail.model_validate({**facts, "error": error or ""})
+            emails.append(
+                queued(failed, dedupe_key=f"payment_failed:{session.id}", recipient=customer)
+            )
+        if operator:
+            owed = PaymentFailedOperatorEmail.model_validate(
+                {
+                    **facts,
+                    "error": error or "",
+                    "customer_email": customer or "",
+                    "stripe_customer_id": session.stripe_customer_id,
+                }
+            )
+            emails.append(
+                queued(owed, dedupe_key=f"payment_failed_operator:{session.id}", recipient=operator)
+            )
+    return emails
+
+
+def lock_failed_emails(
+    session: SessionRecord, *, reason: str, operator: str | None
+) -> list[QueuedEmail]:
+    """The code never reached the pod's lock: the session is ended, nothing is charged."""
+    emails = []
+    if session.user_email:
+        emails.append(
+            queued(
+                LockFailedEmail(pod_name=session.pod_name),
+                dedupe_key=f"lock_failed:{session.id}",
+                recipient=session.user_email,
+            )
+        )
+    emails += operator_alert(
+        dedupe_key=f"lock_failed_operator:{session.id}",
+        operator=operator,
+        subject=f"the lock of {session.pod_name} did not take a code; session ended",
+        text=f"The access code of session {session.id} could not be put on the lock of "
+        f"{session.pod_name} (Seam device {session.seam_device_id}): {reason}. The session "
+        "was ended without charge, the pod is free again and the customer "
+        f"({session.user_email or 'no e-mail'}) has been told.",
+    )
+    return emails
+
+
+def code_not_removed_alert(
+    session: SessionRecord, *, reason: str, expires: str, operator: str | None
+) -> list[QueuedEmail]:
+    return operator_alert(
+        dedupe_key=f"lock_code_not_removed:{session.id}",
+        operator=operator,
+        subject=f"an ended session's code is still on the lock of {session.pod_name}",
+        text=f"The access code of session {session.id} could not be taken off the lock of "
+        f"{session.pod_name} (Seam device {session.seam_device_id}, access code "
+        f"{session.access_code_id}): {reason}. The service keeps trying; the lock stops "
+        f"taking the code by itself at {expires}. The charge and the receipt were not held "
+        "up by this.",
+    )
+
+
+def operator_alert(
+    *, dedupe_key: str, operator: str | None, subject: str, text: str
+) -> list[QueuedEmail]:
+    if not operator:
+        logger.warning("operator.no_address subject=%s", subject)
+        return []
+    return [
+        queued(
+            OperatorAlertEmail(subject=subject, text=text),
+            dedupe_key=dedupe_key,
+            recipient=operator,
+        )
+    ]

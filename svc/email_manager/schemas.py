@@ -1,0 +1,126 @@
+"""One typed payload per kind of e-mail, in a union discriminated by `kind`.
+
+The outbox keeps the kind in its own column and the rest as JSON: `stored` writes that JSON
+(with the keys it has always had, so rows queued by an older release still send) and `read`
+validates it again when the message is sent.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter, ValidationError
+
+from svc.types import PaymentStatus
+
+# As datetime.isoformat() writes it ("+00:00"), the form already in queued rows.
+IsoDatetime = Annotated[datetime, PlainSerializer(datetime.isoformat, when_used="json")]
+
+
+class EmailPayloadInvalid(ValueError):
+    """A queued message whose JSON does not fit its kind: it cannot be rendered."""
+
+
+class _Payload(BaseModel):
+    # Keys a newer release may add are ignored, not refused.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class AccessCodeEmail(_Payload):
+    kind: Literal["access_code"] = "access_code"
+    access_code: str
+    pod_name: str
+    pod_address: str
+    price_per_minute: Decimal
+    currency: str
+    end_session_url: str
+    # Messages queued before smart locks existed have none.
+    smart_lock: bool = False
+    # Added by the database when the session really opens.
+    start_time: IsoDatetime | None = None
+
+
+class PodUnavailableEmail(_Payload):
+    kind: Literal["pod_unavailable"] = "pod_unavailable"
+    pod_name: str
+
+
+class LockFailedEmail(_Payload):
+    kind: Literal["lock_failed"] = "lock_failed"
+    pod_name: str
+
+
+class _SessionFacts(_Payload):
+    session_id: UUID
+    pod_name: str
+    start_time: IsoDatetime
+    end_time: IsoDatetime
+    duration_seconds: int
+    cost_pence: int
+    currency: str
+
+
+class ReceiptEmail(_SessionFacts):
+    kind: Literal["receipt"] = "receipt"
+    payment_status: Literal[PaymentStatus.SUCCEEDED, PaymentStatus.NOT_CHARGED]
+
+
+class PaymentFailedEmail(_SessionFacts):
+    kind: Literal["payment_failed"] = "payment_failed"
+    error: str
+
+
+class PaymentFailedOperatorEmail(_SessionFacts):
+    kind: Literal["payment_failed_operator"] = "payment_failed_operator"
+    error: str
+    customer_email: str
+    stripe_customer_id: str | None = None
+
+
+class OperatorAlertEmail(_Payload):
+    kind: Literal["operator_alert"] = "operator_alert"
+    subject: str
+    text: str
+
+
+EmailPayload = Annotated[
+    AccessCodeEmail
+    | PodUnavailableEmail
+    | LockFailedEmail
+    | ReceiptEmail
+    | PaymentFailedEmail
+    | PaymentFailedOperatorEmail
+    | OperatorAlertEmail,
+    Field(discriminator="kind"),
+]
+_PAYLOADS: TypeAdapter[EmailPayload] = TypeAdapter(EmailPayload)
+
+
+def stored(payload: EmailPayload) -> dict[str, Any]:
+    """The outbox's JSON for a payload: its fields but the kind, which has a column."""
+    return payload.model_dump(mode="json", exclude={"kind"}, exclude_none=True)
+
+
+def read(kind: str, stored_payload: dict[str, Any]) -> EmailPayload:
+    """The typed payload of a queued message, or EmailPayloadInvalid saying what is wrong."""
+    try:
+        payload = _PAYLOADS.validate_python({**stored_payload, "kind": kind})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{_field(problem['loc'], kind)}: {problem['msg']}"
+            for problem in error.errors(include_url=False)
+        )
+        raise EmailPayloadInvalid(f"a queued {kind!r} e-mail is invalid: {problems}") from None
+    if isinstance(payload, AccessCodeEmail) and payload.start_time is None:
+        raise EmailPayloadInvalid(
+            "a queued 'access_code' e-mail is invalid: start_time: missing (the database adds "
+            "it when the session opens)"
+        )
+    return payload
+
+
+def _field(location: tuple[int | str, ...], kind: str) -> str:
+    # Pydantic starts the location with the union's tag; the kind is said already.
+    path = location[1:] if location[:1] == (kind,) else location
+    return ".".join(str(part) for part in path) or "kind"

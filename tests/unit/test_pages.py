@@ -1,0 +1,221 @@
+"""The pages' pure parts: what they render, how a payment outcome is worded, which Stripe.js
+a page loads."""
+
+import re
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from svc import bookings
+from svc.env import Settings
+from svc.pages import (
+    booking_page,
+    end_session_page,
+    pod_list_page,
+    pod_not_found_page,
+    session_not_found_page,
+    stripe_js,
+)
+from svc.records import Pod, SessionRecord
+from svc.types import PaymentStatus
+from tests.unit.test_email_manager import START, session
+
+POD = Pod(
+    id=1,
+    name="pod1",
+    address="1 Demo Street, London",
+    price=Decimal("0.25"),
+    currency="gbp",
+    in_use=False,
+    seam_device_id=None,
+)
+HOSTILE = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def render_end_session(record: SessionRecord, settings: Settings) -> str:
+    return end_session_page(record, bookings.preview_of(record), settings=settings)
+
+
+def payment_outcome(
+    status: PaymentStatus | None,
+    *,
+    cost_pence: int,
+    currency: str,
+    error: str | None,
+    minimum_pence: int,
+) -> tuple[str, str]:
+    """The tone and the words of the receipt that the end-session page renders."""
+    settings = Settings(_env_file=None, MINIMUM_CHARGE_PENCE=minimum_pence)
+    record = session(payment_status=status, payment_error=error, currency=currency)
+    # 10 min 30 s at 25p a minute: the cost is 263 pence.
+    assert bookings.preview_of(record).cost_pence == cost_pence
+    page = render_end_session(record, settings)
+    match = re.search(r'<p class="outcome outcome--(\w+)" id="receipt-outcome">([^<]*)</p>', page)
+    assert match is not None, page
+    return match[1], match[2]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        (PaymentStatus.SUCCEEDED, None, ("ok", "Paid: £2.63 was charged to your saved card.")),
+        (
+            PaymentStatus.NOT_CHARGED,
+            None,
+            ("ok", "Nothing to pay: £2.63 is below our minimum charge of £0.30."),
+        ),
+        (
+            PaymentStatus.FAILED,
+            "card_declined: Your card was declined.",
+            (
+                "warn",
+                "The charge of £2.63 did not go through. Your card was declined. "
+                "We have e-mailed you about paying it.",
+            ),
+        ),
+        (
+            PaymentStatus.FAILED,
+            None,
+            (
+                "warn",
+                "The charge of £2.63 did not go through. Your card was declined. "
+                "We have e-mailed you about paying it.",
+            ),
+        ),
+        (
+            PaymentStatus.REQUIRES_ACTION,
+            "authentication_required: Your bank asks you to approve it.",
+            (
+                "warn",
+                "Your bank wants you to approve the charge of £2.63. "
+                "We have e-mailed you about paying it.",
+            ),
+        ),
+        (
+            PaymentStatus.PENDING,
+            None,
+            ("wait", "Charging £2.63 to your saved card. This page updates when it is done."),
+        ),
+        (
+            None,
+            None,
+            ("wait", "Charging £2.63 to your saved card. This page updates when it is done."),
+        ),
+    ],
+)
+def test_payment_outcome_in_words(
+    status: PaymentStatus | None, error: str | None, expected: tuple[str, str]
+) -> None:
+    assert (
+        payment_outcome(status, cost_pence=263, currency="gbp", error=error, minimum_pence=30)
+        == expected
+    )
+
+
+def test_stripe_js_is_stripes_own_without_an_api_override() -> None:
+    settings = Settings(_env_file=None, STRIPE_SECRET="sk_live_x", STRIPE_PUBLISHABLE_KEY="pk_x")
+    chosen = stripe_js(settings)
+    assert (chosen.script_url, chosen.publishable_key, chosen.is_emulator) == (
+        "https://js.stripe.com/v3/",
+        "pk_x",
+        False,
+    )
+
+
+def test_stripe_js_is_the_emulators_when_the_api_is_overridden() -> None:
+    settings = Settings(
+        _env_file=None, STRIPE_SECRET="sk_test_x", STRIPE_API_BASE="http://localhost:8420/"
+    )
+    chosen = stripe_js(settings)
+    assert (chosen.script_url, chosen.script_origins, chosen.connect_origins) == (
+        "http://localhost:8420/js.stripe.com/v3/",
+        ("http://localhost:8420",),
+        ("http://localhost:8420",),
+    )
+
+
+def test_stripe_js_in_local_mode_is_the_one_of_the_localstripe_it_starts() -> None:
+    settings = Settings(_env_file=None, LOCALSTRIPE_PORT=8421)
+    chosen = stripe_js(settings)
+    assert (chosen.script_url, chosen.publishable_key, chosen.is_emulator) == (
+        "http://localhost:8421/js.stripe.com/v3/",
+        "pk_test_qwip_local",
+        True,
+    )
+
+
+def test_every_page_shows_a_hostile_pod_name_and_address_as_text(settings: Settings) -> None:
+    pod = replace(POD, name=HOSTILE, address=HOSTILE)
+    record = session(pod_name=HOSTILE, pod_address=HOSTILE, payment_status=PaymentStatus.FAILED)
+    chosen = stripe_js(settings)
+    rendered = {
+        "pods": pod_list_page([pod]),
+        "book": booking_page(pod, settings=settings, stripe=chosen),
+        "book (in use)": booking_page(replace(pod, in_use=True), settings=settings, stripe=chosen),
+        "end-session": render_end_session(record, settings),
+        "end-session (open)": render_end_session(replace(record, end_time=None), settings),
+        "pod not found": pod_not_found_page(HOSTILE),
+        "session not found": session_not_found_page(),
+    }
+    for name, page in rendered.items():
+        assert "<script>" not in page, name
+    for name in ("pods", "book", "book (in use)", "end-session", "pod not found"):
+        assert ESCAPED in rendered[name], name
+    assert 'data-pod-name="&lt;script&gt;alert(1)&lt;/script&gt;"' in rendered["book"]
+
+
+def test_a_failure_reason_from_stripe_is_text_in_the_receipt(settings: Settings) -> None:
+    record = session(payment_status=PaymentStatus.FAILED, payment_error=f"card_declined: {HOSTILE}")
+    page = render_end_session(record, settings)
+    assert f"did not go through. {ESCAPED}. We have" in page
+    assert "<script>" not in page
+
+
+def test_end_session_page_holds_every_outcomes_wording_for_its_script(settings: Settings) -> None:
+    """end-session.js fills these when the session ends while the page is open."""
+    page = render_end_session(session(end_time=None, payment_status=None), settings)
+    amount = '<span data-slot="amount"></span>'
+    assert re.findall(
+        r'<template id="outcome-([a-z_]+)" data-tone="(\w+)">(.*?)</template>', page
+    ) == [
+        ("succeeded", "ok", f"Paid: {amount} was charged to your saved card."),
+        ("not_charged", "ok", f"Nothing to pay: {amount} is below our minimum charge of £0.30."),
+        (
+            "failed",
+            "warn",
+            f"The charge of {amount} did not go through. "
+            '<span data-slot="reason">Your card was declined</span>. '
+            "We have e-mailed you about paying it.",
+        ),
+        (
+            "requires_action",
+            "warn",
+            f"Your bank wants you to approve the charge of {amount}. "
+            "We have e-mailed you about paying it.",
+        ),
+        (
+            "pending",
+            "wait",
+            f"Charging {amount} to your saved card. This page updates when it is done.",
+        ),
+    ]
+
+
+def test_an_open_sessions_receipt_is_empty_and_inert(settings: Settings) -> None:
+    page = render_end_session(
+        session(
+            end_time=None, payment_status=None, cost_pence=None, now=START + timedelta(minutes=3)
+        ),
+        settings,
+    )
+    assert 'data-state="open" data-payment-status=""' in page
+    assert (
+        '<section id="receipt" class="panel result" aria-labelledby="receipt-title" inert>' in page
+    )
+    assert '<p class="amount" id="receipt-amount"></p>' in page
+    assert '<p class="outcome outcome--wait" id="receipt-outcome"></p>' in page
+    assert '<p class="amount" id="live-cost" aria-live="off">£0.75</p>' in page
+    assert '<dd id="live-elapsed">3 min 00 s</dd>' in page
