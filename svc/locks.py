@@ -17,12 +17,12 @@ from uuid import UUID
 
 from svc import email_manager, seam_accessor
 from svc.background import retry_delay
-from svc.bookings import find_pod, find_session
 from svc.errors import ServiceError
 from svc.records import SessionRecord
 from svc.schemas import LockStatus, SessionStatus
 from svc.seam_accessor import LockError, LockServiceUnavailable
 from svc.services import Services
+from svc.sessions import find_pod, find_session
 from svc.types import AccessCodeStatus, PaymentStatus
 from svc.utils import format_local_time, short_id
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from svc import api, background, bookings, locks, pages, runtime
+from svc import api, background, email_delivery, locks, pages, runtime, sessions
 from svc.api.guards import BodySizeLimit, CrossOrigin
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -54,14 +54,14 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
     jobs = {
         "emails": background.run_periodically(
             "emails",
-            lambda: bookings.deliver_all_due_emails(services),
+            lambda: email_delivery.deliver_all_due_emails(services),
             wake=services.outbox,
             interval=interval,
-            quiet=bookings.EMAIL_QUIET_SECONDS,
+            quiet=email_delivery.EMAIL_QUIET_SECONDS,
         ),
         "settlements": background.run_periodically(
             "settlements",
-            lambda: bookings.settle_and_end_overdue(services),
+            lambda: sessions.settle_and_end_overdue(services),
             wake=Outbox(),
             interval=interval,
         ),

@@ -9,16 +9,16 @@ the Stripe.js origin in use.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from svc import bookings, templating
+from svc import sessions, templating
+from svc.api.deps import ServicesDep, query_value
 from svc.env import Settings
 from svc.records import Pod, SessionRecord
 from svc.schemas import SessionPreview
@@ -187,15 +187,6 @@ class StaticAssets(StaticFiles):
         return response
 
 
-async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-# Plain strings, checked by the handlers: whatever a link holds, a page answers, never a 422.
-TextQuery = Annotated[str | None, Query()]
-
 router = APIRouter(include_in_schema=False)
 
 
@@ -207,11 +198,10 @@ async def show_pods(services: ServicesDep) -> Response:
 
 
 @router.get("/book")
-async def show_booking(
-    services: ServicesDep, podName: TextQuery = None, pod_name: TextQuery = None
-) -> Response:
+async def show_booking(request: Request, services: ServicesDep) -> Response:
     """A pod's booking page: e-mail, card, consent, then the door code."""
-    name = podName or pod_name
+    # Whatever a link holds, a page answers (never a 422): the reference is read leniently.
+    name = _given(request, "podName", "pod_name")
     pod = await services.db.get_pod_by_name(name) if name else None
     if pod is None:
         return html_page(pod_not_found_page(name), status_code=404)
@@ -220,15 +210,18 @@ async def show_booking(
 
 
 @router.get("/end-session")
-async def show_end_session(
-    services: ServicesDep, sessionId: TextQuery = None, session_id: TextQuery = None
-) -> Response:
+async def show_end_session(request: Request, services: ServicesDep) -> Response:
     """A session's running cost and End button, or its receipt once ended."""
-    session = await find_session(services, sessionId or session_id)
+    session = await find_session(services, _given(request, "sessionId", "session_id"))
     if session is None:
         return html_page(session_not_found_page(), status_code=404)
-    preview = bookings.preview_of(session)
+    preview = sessions.preview_of(session)
     return html_page(end_session_page(session, preview, settings=services.settings))
+
+
+def _given(request: Request, *names: str) -> str | None:
+    given = query_value(request, *names)
+    return given[1] if given else None
 
 
 async def find_session(services: Services, raw_id: str | None) -> SessionRecord | None:

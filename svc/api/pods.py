@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import RootModel
 
-from svc import bookings, locks
+from svc import locks, sessions
 from svc.api.deps import (
     POD_QUERY,
     DbDep,
@@ -39,7 +39,7 @@ async def get_pod(request: Request) -> Response:
     # Plain calls rather than Depends: the booking page polls it.
     name, pod_id = pod_reference(request)
     db = await get_db(request)
-    return json_of(PodPublic.of(await bookings.find_pod(db, name=name, pod_id=pod_id)))
+    return json_of(PodPublic.of(await sessions.find_pod(db, name=name, pod_id=pod_id)))
 
 
 @router.get(

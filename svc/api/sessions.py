@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from svc import bookings, locks
+from svc import locks, sessions
 from svc.api.deps import (
     SESSION_QUERY,
     ServicesDep,
@@ -30,7 +30,7 @@ async def preview_session(request: Request) -> Response:
     # Plain calls rather than Depends on the busiest route (a page polls it every few
     # seconds): FastAPI's dependency solving would be a good part of its CPU.
     session_id = session_reference(request)
-    return json_of(await bookings.preview_session(await get_services(request), session_id))
+    return json_of(await sessions.preview_session(await get_services(request), session_id))
 
 
 @router.get(
@@ -53,4 +53,4 @@ async def get_session_status(request: Request) -> SessionStatus:
 )
 async def end_session(services: ServicesDep, body: EndSessionRequest) -> Response:
     """End a session and charge it, once, however many times it is called."""
-    return json_of(await bookings.end_session(services, body.session_id))
+    return json_of(await sessions.end_session(services, body.session_id))

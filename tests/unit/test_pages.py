@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from svc import bookings
+from svc import sessions
 from svc.env import Settings
 from svc.pages import (
     booking_page,
@@ -36,7 +36,7 @@ ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 
 def render_end_session(record: SessionRecord, settings: Settings) -> str:
-    return end_session_page(record, bookings.preview_of(record), settings=settings)
+    return end_session_page(record, sessions.preview_of(record), settings=settings)
 
 
 def payment_outcome(
@@ -51,7 +51,7 @@ def payment_outcome(
     settings = Settings(_env_file=None, MINIMUM_CHARGE_PENCE=minimum_pence)
     record = session(payment_status=status, payment_error=error, currency=currency)
     # 10 min 30 s at 25p a minute: the cost is 263 pence.
-    assert bookings.preview_of(record).cost_pence == cost_pence
+    assert sessions.preview_of(record).cost_pence == cost_pence
     page = render_end_session(record, settings)
     match = re.search(r'<p class="outcome outcome--(\w+)" id="receipt-outcome">([^<]*)</p>', page)
     assert match is not None, page

@@ -1,0 +1,61 @@
+"""Sending the outbox: e-mails queued with what they report, delivered by one replica at
+a time, retried with doubling delays while the mail server refuses them."""
+
+import logging
+import math
+
+from svc.background import retry_delay
+from svc.email_manager import EmailNotSent
+from svc.records import OutboxEmail
+from svc.services import Services
+
+logger = logging.getLogger(__name__)
+
+EMAIL_BATCH = 20
+# The e-mail sender starts once nothing new was queued for this long: a burst of bookings
+# or ends is delivered in a few rounds after the burst, over one SMTP connection each,
+# instead of a connection (and a login to the mail server) for every few messages.
+EMAIL_QUIET_SECONDS = 0.02
+EMAIL_MAX_RETRY_SECONDS = 600
+
+
+async def deliver_due_emails(services: Services) -> int:
+    """Send what is due; each message is leased to this replica while it sends."""
+    settings = services.settings
+    # Long enough for one round of SMTP; short enough that a crashed replica's messages
+    # are picked up by another one soon.
+    lease = math.ceil(settings.SMTP_TIMEOUT_SECONDS * 2 + 5)
+    emails = await services.db.claim_emails(limit=EMAIL_BATCH, lease_seconds=lease)
+    if emails:
+        failures = await services.mailer.send_all(emails)
+        sent = [email for email, failure in zip(emails, failures, strict=True) if failure is None]
+        if sent:
+            await services.db.mark_emails_sent([email.id for email in sent])
+        for email, failure in zip(emails, failures, strict=True):
+            if failure is None:
+                logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
+            else:
+                await _postpone(services, email, failure)
+    return len(emails)
+
+
+async def _postpone(services: Services, email: OutboxEmail, failure: EmailNotSent) -> None:
+    delay = retry_delay(
+        services.settings.EMAIL_RETRY_BASE_SECONDS, email.attempts, at_most=EMAIL_MAX_RETRY_SECONDS
+    )
+    logger.warning(
+        "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
+        email.kind,
+        email.attempts,
+        delay,
+        failure,
+    )
+    await services.db.mark_email_failed(
+        email.id, retry_in_seconds=math.ceil(delay), error=str(failure)
+    )
+
+
+async def deliver_all_due_emails(services: Services) -> None:
+    """The e-mail job's round: send until nothing is due."""
+    while await deliver_due_emails(services) == EMAIL_BATCH:
+        pass
