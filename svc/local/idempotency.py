@@ -9,16 +9,16 @@ again. localstripe ignores the header, so without this a retry after a crash wou
 twice there and not at Stripe: a test could not tell the service's fault from the
 stand-in's.
 
-The stand-in also keeps a log of the POSTs it answered (with the Host each was sent to,
-so a test that gives each replica its own loopback address can tell who sent what), and
-can hold its answers back for a while after it has done the work, which widens the window
-in which a client can die after Stripe acted but before it heard back.
+The stand-in also keeps a log of the POSTs it answered (with their idempotency key, their
+metadata, whether the answer was a replay, and when), so that a test can tell what reached
+Stripe before a crash and what was sent again after it; and it can hold its answers back
+for a while after it has done the work, which widens the window in which a client can die
+after Stripe acted but before it heard back.
 """
 
 import asyncio
 import base64
 import hashlib
-import json
 import pickle
 import re
 import time
@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -57,6 +58,19 @@ def _scope(request: web.Request) -> str:
         except (ValueError, UnicodeDecodeError):
             return ""
     return credentials
+
+
+def _metadata(body: bytes) -> dict[str, str]:
+    """The request's `metadata[...]` parameters: what a request was for, for the log."""
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return {}
+    return {
+        name.removeprefix("metadata[").removesuffix("]"): value
+        for name, value in pairs
+        if name.startswith("metadata[")
+    }
 
 
 @dataclass
@@ -95,11 +109,13 @@ class Idempotency:
         if request.method != "POST" or not request.path.startswith("/v1/"):
             return await handler(request)
         key = request.headers.get("Idempotency-Key")
+        body = await request.read()
         entry: dict[str, Any] = {
             "at": time.time(),
             "path": request.path,
             "host": request.host,
             "idempotency_key": key,
+            "metadata": _metadata(body),
             "replayed": False,
         }
         self.log.append(entry)
@@ -109,7 +125,6 @@ class Idempotency:
             return await self._held(request, response)
 
         scoped = (_scope(request), key)
-        body = await request.read()
         fingerprint = hashlib.sha256(
             request.method.encode() + b" " + request.path.encode() + b"\n" + body
         ).hexdigest()
@@ -183,8 +198,3 @@ class Idempotency:
         self.hold_seconds = max(milliseconds, 0) / 1000
         self.hold_pattern = pattern
         return web.json_response({"ms": milliseconds, "path": pattern.pattern})
-
-
-def describe(log: list[dict[str, Any]]) -> str:
-    """The log as lines, for a failing test's message."""
-    return "\n".join(json.dumps(entry, sort_keys=True) for entry in log)
