@@ -9,7 +9,7 @@
 
 The rules that need several statements at once, or the database's clock, are SQL
 functions in ``supabase/migrations`` (applied by `migrations`). Each call of one is written
-once, in `base.FunctionCalls`: the asyncpg backend runs it as a ``select`` with named
+once, in `base.Database`: the asyncpg backend runs it as a ``select`` with named
 arguments, the Supabase one as an ``rpc()``, so both run the same definition of every rule.
 """
 

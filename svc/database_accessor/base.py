@@ -1,11 +1,11 @@
 """What every backend shares: the `Database` interface, its errors, the row mappers, and
-each call of a ``qwip_*`` SQL function, written once in `FunctionCalls`."""
+each call of a ``qwip_*`` SQL function, written once."""
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from svc.errors import ServiceError
@@ -40,112 +40,6 @@ class PodNameTaken(ServiceError):
 
 class InvalidPod(ServiceError):
     status_code = 422
-
-
-class Database(Protocol):
-    async def close(self) -> None: ...
-
-    async def ping(self) -> None: ...
-
-    # Pods
-
-    async def list_pods(self) -> list[Pod]: ...
-
-    async def get_pod_by_name(self, name: str) -> Pod | None: ...
-
-    async def get_pod_by_id(self, pod_id: int) -> Pod | None: ...
-
-    async def insert_pod(self, pod: NewPod) -> Pod: ...
-
-    async def update_pod(self, name: str, changes: PodChanges) -> Pod | None: ...
-
-    # Sessions
-
-    async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None: ...
-
-    async def get_session_by_setup_intent(self, setup_intent_id: str) -> SessionRecord | None: ...
-
-    async def start_session(self, request: StartSessionRequest) -> StartOutcome: ...
-
-    async def end_session(
-        self, session_id: UUID, *, max_minutes: int, lease_seconds: int
-    ) -> EndedSession | None:
-        """Fix the session's end if it is still open (the first call's end counts), free
-        its pod, and take its charge lease if nobody holds it; the session as it then
-        stands, or None for an unknown id."""
-        ...
-
-    async def claim_charge(
-        self, session_id: UUID, *, cost_pence: int, lease_seconds: int
-    ) -> ChargeClaim | None:
-        """Fix the cost unless it was fixed before, and take the charge lease if free.
-        None once the session is settled (or if it has not ended)."""
-        ...
-
-    async def release_charge(self, session_id: UUID) -> None: ...
-
-    async def record_payment(
-        self,
-        session_id: UUID,
-        *,
-        cost_pence: int,
-        status: PaymentStatus,
-        payment_intent_id: str | None,
-        error: str | None,
-        emails: Sequence[QueuedEmail],
-        event_id: str | None = None,
-        event_type: str | None = None,
-    ) -> PaymentRecorded:
-        """Record a payment outcome with the session's cost (a cost fixed before stands)
-        and queue its e-mails, once: "recorded", "unchanged" (settled before) or
-        "duplicate" (the event was seen before)."""
-        ...
-
-    async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]: ...
-
-    async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]: ...
-
-    # Access codes on smart locks: each rule is a function of 0002_access_code_work.sql
-
-    async def list_access_code_work(self, *, limit: int) -> list[UUID]: ...
-
-    async def claim_access_code_work(
-        self, session_id: UUID, *, lease_seconds: int
-    ) -> int | None: ...
-
-    async def retry_access_code_work(
-        self, session_id: UUID, *, retry_in_seconds: float
-    ) -> None: ...
-
-    async def record_access_code(
-        self, session_id: UUID, *, access_code_id: str, status: str
-    ) -> bool: ...
-
-    async def update_access_code_status(
-        self, session_id: UUID, *, access_code_id: str, status: str
-    ) -> bool: ...
-
-    async def fail_access_code(self, session_id: UUID) -> bool: ...
-
-    # Stripe events
-
-    async def is_event_processed(self, event_id: str) -> bool: ...
-
-    async def record_event(
-        self, event_id: str, event_type: str, emails: Sequence[QueuedEmail] = ()
-    ) -> bool: ...
-
-    # E-mail outbox
-
-    async def queue_emails(self, emails: Sequence[QueuedEmail]) -> None: ...
-
-    async def claim_emails(self, *, limit: int, lease_seconds: int) -> list[OutboxEmail]: ...
-
-    async def mark_emails_sent(self, email_ids: Sequence[int]) -> None: ...
-
-    async def mark_email_failed(
-        self, email_id: int, *, retry_in_seconds: int, error: str
-    ) -> None: ...
 
 
 # Rows reach these as asyncpg records (Decimal, datetime, UUID) or as PostgREST's JSON
@@ -270,10 +164,12 @@ and dicts or lists for ``jsonb``. Each backend sends them its own way."""
 _T = TypeVar("_T")
 
 
-class FunctionCalls(ABC):
-    """Every `Database` method that is one call of a ``qwip_*`` SQL function.
+class Database(ABC):
+    """Every query of the service. A backend answers the few that are plain reads and
+    writes its own way; every other method is one call of a ``qwip_*`` SQL function,
+    written once here.
 
-    A backend supplies two ways to call a function by name with named arguments:
+    For those, a backend supplies two ways to call a function by name with named arguments:
     `_call_rows` for a set-returning one (its rows) and `_call_value` for any other (its
     value, None for void). The rule itself lives in the migration; here only its arguments
     and the reading of its answer.
@@ -281,6 +177,40 @@ class FunctionCalls(ABC):
 
     answers_from: ClassVar[str]
     """Who answered, for the error when an answer has the wrong shape."""
+
+    # What each backend answers its own way (the rest are calls of SQL functions, below).
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    async def list_pods(self) -> list[Pod]: ...
+
+    @abstractmethod
+    async def get_pod_by_name(self, name: str) -> Pod | None: ...
+
+    @abstractmethod
+    async def get_pod_by_id(self, pod_id: int) -> Pod | None: ...
+
+    @abstractmethod
+    async def insert_pod(self, pod: NewPod) -> Pod: ...
+
+    @abstractmethod
+    async def update_pod(self, name: str, changes: PodChanges) -> Pod | None: ...
+
+    @abstractmethod
+    async def release_charge(self, session_id: UUID) -> None: ...
+
+    @abstractmethod
+    async def is_event_processed(self, event_id: str) -> bool: ...
+
+    @abstractmethod
+    async def mark_emails_sent(self, email_ids: Sequence[int]) -> None: ...
+
+    # How a backend calls a SQL function by name, with named arguments
 
     @abstractmethod
     async def _call_rows(self, function: str, params: Params) -> Sequence[Mapping[str, Any]]: ...
@@ -344,6 +274,9 @@ class FunctionCalls(ABC):
     async def end_session(
         self, session_id: UUID, *, max_minutes: int, lease_seconds: int
     ) -> EndedSession | None:
+        """Fix the session's end if it is still open (the first call's end counts), free
+        its pod, and take its charge lease if nobody holds it; the session as it then
+        stands, or None for an unknown id."""
         row = await self._first_row(
             "qwip_end_session",
             {
@@ -357,6 +290,8 @@ class FunctionCalls(ABC):
     async def claim_charge(
         self, session_id: UUID, *, cost_pence: int, lease_seconds: int
     ) -> ChargeClaim | None:
+        """Fix the cost unless it was fixed before, and take the charge lease if free.
+        None once the session is settled (or if it has not ended)."""
         row = await self._first_row(
             "qwip_claim_charge",
             {
@@ -379,6 +314,9 @@ class FunctionCalls(ABC):
         event_id: str | None = None,
         event_type: str | None = None,
     ) -> PaymentRecorded:
+        """Record a payment outcome with the session's cost (a cost fixed before stands)
+        and queue its e-mails, once: "recorded", "unchanged" (settled before) or
+        "duplicate" (the event was seen before)."""
         function = "qwip_record_payment"
         outcome = await self._call_value(
             function,

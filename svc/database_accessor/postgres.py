@@ -12,8 +12,8 @@ from uuid import UUID
 import asyncpg
 
 from svc.database_accessor.base import (
+    Database,
     DatabaseUnavailable,
-    FunctionCalls,
     InvalidPod,
     Params,
     PodNameTaken,
@@ -63,7 +63,7 @@ def _named_call(function: str, params: Params) -> str:
     return f"{function}({arguments})"
 
 
-class PostgresDatabase(FunctionCalls):
+class PostgresDatabase(Database):
     """The asyncpg backend: a pool of connections to one Postgres database."""
 
     answers_from: ClassVar[str] = "Postgres"

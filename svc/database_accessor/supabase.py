@@ -17,8 +17,8 @@ from postgrest import APIError, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, AsyncSupabaseException, acreate_client
 
 from svc.database_accessor.base import (
+    Database,
     DatabaseUnavailable,
-    FunctionCalls,
     InvalidPod,
     Params,
     PodNameTaken,
@@ -122,12 +122,12 @@ def _json_value(value: object) -> object:
     return value
 
 
-class SupabaseDatabase(FunctionCalls):
+class SupabaseDatabase(Database):
     """The Supabase backend: the project's PostgREST API, with the service-role key.
 
     Rows are read and written over HTTP; every rule that needs more than one statement or
     the database's clock is one `rpc()` to the same SQL function the asyncpg backend calls
-    (`FunctionCalls`).
+    (`Database`).
     """
 
     answers_from: ClassVar[str] = "PostgREST"
