@@ -202,7 +202,8 @@ async def show_booking(request: Request, services: ServicesDep) -> Response:
     """A pod's booking page: e-mail, card, consent, then the door code."""
     # Whatever a link holds, a page answers (never a 422): the reference is read leniently.
     name = _given(request, "podName", "pod_name")
-    pod = await services.db.get_pod_by_name(name) if name else None
+    # A NUL cannot be in a pod's name (Postgres text cannot hold one): no such pod.
+    pod = await services.db.get_pod_by_name(name) if name and "\x00" not in name else None
     if pod is None:
         return html_page(pod_not_found_page(name), status_code=404)
     stripe = stripe_js(services.settings)

@@ -69,6 +69,9 @@ def pod_reference(request: Request) -> tuple[str | None, int | None]:
             raise MissingParameter(
                 f"{name} (query): a pod name has at most {MAX_POD_NAME} characters."
             )
+        if "\x00" in value:
+            # Postgres text cannot hold it: refused here, not failed in the query.
+            raise MissingParameter(f"{name} (query): a pod name cannot contain a NUL character.")
         return value, None
     raise MissingParameter("Give the pod as podName (or pod_name) or podId (or pod_id).")
 

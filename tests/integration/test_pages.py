@@ -159,6 +159,14 @@ async def test_booking_page_for_an_unknown_pod_is_a_friendly_404(
     assert response.headers["content-security-policy"] == ONLY_THE_SERVICE
 
 
+async def test_booking_page_for_a_name_with_a_nul_is_the_same_404(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/book?podName=pod%001")
+    assert response.status_code == 404
+    assert "<h1>Pod not found</h1>" in response.text
+
+
 async def test_booking_page_naming_no_pod_asks_for_one(client: httpx.AsyncClient) -> None:
     response = await client.get("/book")
     assert response.status_code == 404

@@ -135,6 +135,7 @@ async def test_unknown_pod_is_404(
             "podId=99999999999999999999999",
             "podId (query): a pod id is a whole number from 1 to 9223372036854775807.",
         ),
+        ("podName=pod%001", "podName (query): a pod name cannot contain a NUL character."),
     ],
 )
 async def test_missing_or_malformed_pod_is_422(
