@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     SEAM_API_KEY: SecretStr | None = None
     SEAM_ENDPOINT: str | None = None
     SEAM_RETRY_BASE_SECONDS: float = Field(default=2, gt=0)
+    LOCK_STATUS_CACHE_SECONDS: float = Field(default=10, ge=0)
 
     # The port served (Railway sets it; `make service PORT=...` too).
     PORT: int = Field(default=8000, ge=1, le=65535)

@@ -22,7 +22,7 @@ from svc.records import SessionRecord
 from svc.schemas import LockStatus, SessionStatus
 from svc.seam_accessor import LockError, LockServiceUnavailable
 from svc.services import Services
-from svc.sessions import find_pod, find_session
+from svc.sessions import find_session
 from svc.types import AccessCodeStatus, PaymentStatus
 from svc.utils import format_local_time, short_id
 
@@ -119,13 +119,41 @@ async def session_status(services: Services, session_id: UUID) -> SessionStatus:
     return code_status_of(session, smart_locks=services.seam is not None)
 
 
-async def lock_status(services: Services, *, name: str | None, pod_id: int | None) -> LockStatus:
-    pod = await find_pod(services.db, name=name, pod_id=pod_id)
-    if pod.seam_device_id is None:
-        raise NoSmartLock(pod.name)
+class NotThePodsSession(ServiceError):
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The lock's state is shown only with an open session of this pod: give the "
+            "sessionId from its booking e-mail."
+        )
+
+
+async def lock_status(
+    services: Services, *, name: str | None, pod_id: int | None, session_id: UUID
+) -> LockStatus:
+    """Seam's word on the pod's lock, for the holder of the pod's open session only.
+
+    An unknown id, another pod's session and an ended one get the same 403, before any pod
+    is looked up: the answer tells a caller without the session nothing (not whether the
+    session or the pod exists, nor whether it has a lock) and costs no call to Seam.
+    """
+    session = await services.db.get_session_by_id(session_id)
+    if (
+        session is None
+        or session.end_time is not None
+        or (session.pod_id != pod_id if pod_id is not None else session.pod_name != name)
+    ):
+        raise NotThePodsSession()
+    if session.seam_device_id is None:
+        raise NoSmartLock(session.pod_name)
     if services.seam is None:
-        raise SmartLocksNotEnabled(pod.name)
-    state = await seam_accessor.get_lock_state(services.seam, device_id=pod.seam_device_id)
+        raise SmartLocksNotEnabled(session.pod_name)
+    state = await services.lock_states.get(
+        services.seam,
+        device_id=session.seam_device_id,
+        max_age=services.settings.LOCK_STATUS_CACHE_SECONDS,
+    )
     return LockStatus(locked=state.locked, online=state.online)
 
 

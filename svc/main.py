@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from svc import api, background, email_delivery, locks, pages, runtime, sessions
-from svc.api.guards import BodySizeLimit, CrossOrigin
+from svc.api.guards import BodySizeLimit, CrossOrigin, StrictTransportSecurity
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
 from svc.logs import configure_logging
@@ -128,6 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type"],
     )
+    if not settings.is_local:
+        # Outermost, so the refusals of the middlewares above carry it too.
+        app.add_middleware(StrictTransportSecurity)
     app.add_exception_handler(ServiceError, render_service_error)
     app.add_exception_handler(RequestValidationError, render_validation_error)
     app.include_router(api.router)

@@ -7,8 +7,10 @@ a later attempt may succeed and whose `reason` tells the operator what happened 
 words plus Seam's error code, never Seam's message.
 """
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,6 +142,38 @@ async def get_lock_state(seam: AsyncSeam, *, device_id: str) -> LockState:
     if properties is None:
         return LockState(locked=None, online=False)
     return LockState(locked=properties.locked, online=bool(properties.online))
+
+
+class LockStateCache:
+    """Seam's answer about each lock, kept `max_age` seconds in this process.
+
+    A page may ask every few seconds, and Seam's rate limit is shared with the calls that
+    put codes on the locks. Requests arriving while Seam is being asked share that one call;
+    a failure is not kept, so the next request asks again.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, asyncio.Future[LockState]]] = {}
+
+    async def get(self, seam: AsyncSeam, *, device_id: str, max_age: float) -> LockState:
+        entry = self._entries.get(device_id)
+        if entry is not None:
+            fetched_at, answer = entry
+            if not answer.done() or time.monotonic() - fetched_at < max_age:
+                return await asyncio.shield(answer)
+        answer = asyncio.ensure_future(get_lock_state(seam, device_id=device_id))
+        self._entries[device_id] = (time.monotonic(), answer)
+        answer.add_done_callback(lambda done: self._settle(device_id, done))
+        # Shielded: a client that goes away does not cancel the call others wait on.
+        return await asyncio.shield(answer)
+
+    def _settle(self, device_id: str, answer: "asyncio.Future[LockState]") -> None:
+        if answer.cancelled() or answer.exception() is not None:
+            if self._entries.get(device_id, (0.0, None))[1] is answer:
+                del self._entries[device_id]
+        else:
+            # The age counts from Seam's answer, not from the question.
+            self._entries[device_id] = (time.monotonic(), answer)
 
 
 # Access codes

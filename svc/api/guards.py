@@ -66,25 +66,36 @@ class BodySizeLimit:
         received = 0
         started = False
 
+        too_large = False
+
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _TooLarge()
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large and not started:
+                # The app's answer to the exception: FastAPI's body parsing catches any
+                # exception raised while it reads and answers 400 "error parsing the body".
+                # The 413 below replaces it, whatever the route made of the exception.
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        except Exception:
+            # _TooLarge itself, or whatever the app turned it into.
+            if not too_large:
+                raise
+        if too_large and not started:
+            await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
@@ -101,6 +112,29 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+
+
+class StrictTransportSecurity:
+    """Tells browsers to reach this host (and its subdomains) over HTTPS only, for two
+    years: on every answer, pages, API and refusals alike. Production only: local mode
+    serves plain http on localhost, where the header would make the browser refuse it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] != "http":
+            return self.app(scope, receive, send)
+
+        def send_with_hsts(message: Message) -> Awaitable[None]:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), HSTS]
+            return send(message)
+
+        return self.app(scope, receive, send_with_hsts)
 
 
 class CrossOrigin(CORSMiddleware):

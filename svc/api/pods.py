@@ -7,6 +7,7 @@ from pydantic import RootModel
 from svc import locks, sessions
 from svc.api.deps import (
     POD_QUERY,
+    SESSION_QUERY,
     DbDep,
     errors,
     get_db,
@@ -14,8 +15,9 @@ from svc.api.deps import (
     json_of,
     pod_reference,
     query_parameters,
+    session_reference,
 )
-from svc.schemas import LockStatus, PodPublic
+from svc.schemas import ErrorBody, LockStatus, PodPublic
 
 router = APIRouter(tags=["pods"])
 
@@ -45,10 +47,16 @@ async def get_pod(request: Request) -> Response:
 @router.get(
     "/api/lock-status",
     response_model=LockStatus,
-    responses=errors(404, 422, 502, 503),
-    openapi_extra=query_parameters(POD_QUERY),
+    responses={
+        **errors(404, 422, 502, 503),
+        403: {"model": ErrorBody, "description": "No open session of this pod with that id"},
+    },
+    openapi_extra=query_parameters(POD_QUERY, SESSION_QUERY),
 )
 async def get_lock_status(request: Request) -> LockStatus:
-    """Whether the pod's smart lock is locked and online, as Seam reports it."""
+    """Whether the pod's smart lock is locked and online, for the holder of its open session."""
     name, pod_id = pod_reference(request)
-    return await locks.lock_status(await get_services(request), name=name, pod_id=pod_id)
+    session_id = session_reference(request)
+    return await locks.lock_status(
+        await get_services(request), name=name, pod_id=pod_id, session_id=session_id
+    )

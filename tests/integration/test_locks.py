@@ -3,11 +3,11 @@ the SMTP server): put on the lock after booking, taken off after the end, and th
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
@@ -29,6 +29,8 @@ from tests.integration.test_booking_lifecycle import (
     save_card,
     started_minutes_ago,
 )
+from tests.integration.test_database_accessor import start_request
+from tests.support.latency_proxy import LatencyProxy
 from tests.support.mail import Mailbox
 from tests.support.settings import OPERATOR
 from tests.support.stripe_helpers import payment_intents_of
@@ -433,7 +435,7 @@ async def test_without_a_seam_key_a_pod_with_a_lock_gets_a_local_code(
         [mail] = await mailbox.wait_for("access_code")
         await asyncio.sleep(0.5)
         status = (await client.get(f"/api/session-status?sessionId={session_id}")).json()
-        lock = await client.get("/api/lock-status?podName=locked")
+        lock = await client.get(f"/api/lock-status?podName=locked&sessionId={session_id}")
     assert SMART_LOCK_LINE not in mail.text
     assert status == status_body(
         session_id, "locked", "local", smart_lock=False, lock_has_code=None
@@ -467,41 +469,172 @@ async def test_session_status_rejects_unknown_and_malformed_ids(
     assert (response.status_code, response.json()) == (status, {"detail": detail})
 
 
+async def open_session(db: PostgresDatabase, sql: asyncpg.Connection, pod_name: str) -> UUID:
+    """An open session of the pod, as a booking leaves it, that the lock worker leaves alone:
+    these tests ask about the lock, not about its codes."""
+    pod = await db.get_pod_by_name(pod_name)
+    assert pod is not None
+    request = start_request(pod.id, setup_intent=f"seti_{uuid4().hex}")
+    await db.start_session(request)
+    await sql.execute(
+        "update pod_sessions set access_code_locked_until = now() + interval '1 hour' "
+        "where id = $1",
+        request.session_id,
+    )
+    return request.session_id
+
+
+NOT_THE_PODS_SESSION = {
+    "detail": "The lock's state is shown only with an open session of this pod: give the "
+    "sessionId from its booking e-mail."
+}
+
+
+@pytest.fixture
+def seam_proxy(fake_seam_url: str) -> Iterator[LatencyProxy]:
+    """The fake Seam behind a proxy that counts the requests it is sent."""
+    proxy = LatencyProxy(fake_seam_url, free_port()).start()
+    yield proxy
+    proxy.stop()
+
+
+def lock_reads(proxy: LatencyProxy) -> int:
+    return sum(1 for method, path, _ in proxy.seen if path == "/devices/get")
+
+
 async def test_lock_status_reads_the_lock(
-    client: httpx.AsyncClient, seam: AsyncSeam, pods: None
+    make_settings: SettingsFactory,
+    fake_seam_url: str,
+    seam: AsyncSeam,
+    db: PostgresDatabase,
+    sql: asyncpg.Connection,
+    pods: None,
 ) -> None:
-    response = await client.get("/api/lock-status?podName=frontdoor")
-    assert (response.status_code, response.json()) == (200, {"locked": True, "online": True})
-    await seam.locks.unlock_door(device_id=OTHER_LOCK)
-    try:
-        unlocked = await client.get("/api/lock-status?pod_name=frontdoor")
-        assert (unlocked.status_code, unlocked.json()) == (200, {"locked": False, "online": True})
-    finally:
-        await seam.locks.lock_door(device_id=OTHER_LOCK)
+    session_id = await open_session(db, sql, "frontdoor")
+    settings = make_settings(
+        SEAM_API_KEY=SEAM_KEY, SEAM_ENDPOINT=fake_seam_url, LOCK_STATUS_CACHE_SECONDS=0
+    )
+    async with running(create_app(settings)) as client:
+        response = await client.get(f"/api/lock-status?podName=frontdoor&sessionId={session_id}")
+        assert (response.status_code, response.json()) == (200, {"locked": True, "online": True})
+        await seam.locks.unlock_door(device_id=OTHER_LOCK)
+        try:
+            unlocked = await client.get(
+                f"/api/lock-status?pod_name=frontdoor&session_id={session_id}"
+            )
+            assert (unlocked.status_code, unlocked.json()) == (
+                200,
+                {"locked": False, "online": True},
+            )
+        finally:
+            await seam.locks.lock_door(device_id=OTHER_LOCK)
 
 
 @pytest.mark.parametrize(
-    ("query", "status", "detail"),
+    ("query", "session_of", "status", "detail"),
     [
-        ("podName=plain", 404, "Pod 'plain' has no smart lock configured."),
-        ("podName=nowhere", 404, "No pod named 'nowhere'."),
-        ("", 422, "Give the pod as podName (or pod_name) or podId (or pod_id)."),
-        ("podName=ghostlock", 502, "The smart-lock service does not know this pod's lock."),
+        ("podName=plain", "plain", 404, "Pod 'plain' has no smart lock configured."),
+        ("podName=nowhere", "locked", 403, NOT_THE_PODS_SESSION["detail"]),
+        ("", "locked", 422, "Give the pod as podName (or pod_name) or podId (or pod_id)."),
+        ("podName=locked", None, 422, "Give the session as sessionId (or session_id)."),
+        (
+            "podName=ghostlock",
+            "ghostlock",
+            502,
+            "The smart-lock service does not know this pod's lock.",
+        ),
     ],
 )
 async def test_lock_status_says_clearly_when_there_is_no_lock_to_read(
-    client: httpx.AsyncClient, pods: None, query: str, status: int, detail: str
+    client: httpx.AsyncClient,
+    db: PostgresDatabase,
+    sql: asyncpg.Connection,
+    pods: None,
+    query: str,
+    session_of: str | None,
+    status: int,
+    detail: str,
 ) -> None:
+    if session_of is not None:
+        query += f"&sessionId={await open_session(db, sql, session_of)}"
     response = await client.get(f"/api/lock-status?{query}")
     assert (response.status_code, response.json()) == (status, {"detail": detail})
 
 
 async def test_lock_status_is_503_while_seam_is_unreachable(
-    make_settings: SettingsFactory, pods: None
+    make_settings: SettingsFactory, db: PostgresDatabase, sql: asyncpg.Connection, pods: None
 ) -> None:
+    session_id = await open_session(db, sql, "locked")
     async with running(create_app(seam_down(make_settings))) as client:
-        response = await client.get("/api/lock-status?podName=locked")
+        response = await client.get(f"/api/lock-status?podName=locked&sessionId={session_id}")
     assert (response.status_code, response.json()) == (
         503,
         {"detail": "The smart-lock service cannot be reached right now; please try again shortly."},
     )
+
+
+async def test_lock_status_is_refused_without_that_pods_open_session_and_seam_is_not_asked(
+    make_settings: SettingsFactory,
+    seam_proxy: LatencyProxy,
+    db: PostgresDatabase,
+    sql: asyncpg.Connection,
+    pods: None,
+) -> None:
+    own = await open_session(db, sql, "locked")
+    others = await open_session(db, sql, "frontdoor")
+    ended = await open_session(db, sql, "thermostat")
+    await sql.execute("update pod_sessions set end_time = now() where id = $1", ended)
+    pod_id = (await db.get_pod_by_name("locked")).id  # type: ignore[union-attr]
+    settings = make_settings(SEAM_API_KEY=SEAM_KEY, SEAM_ENDPOINT=seam_proxy.url)
+    async with running(create_app(settings)) as client:
+        refused = [
+            await client.get(f"/api/lock-status?{query}")
+            for query in (
+                f"podName=locked&sessionId={uuid4()}",  # no such session
+                f"podName=locked&sessionId={others}",  # another pod's session
+                f"podId={pod_id}&sessionId={others}",
+                f"podName=thermostat&sessionId={ended}",  # its pod's, but ended
+                f"podName=nowhere&sessionId={own}",  # a pod that does not exist
+            )
+        ]
+        no_session = await client.get("/api/lock-status?podName=locked")
+        reads_before = lock_reads(seam_proxy)
+        answered = await client.get(f"/api/lock-status?podId={pod_id}&sessionId={own}")
+    assert [(r.status_code, r.json()) for r in refused] == [(403, NOT_THE_PODS_SESSION)] * 5
+    assert (no_session.status_code, no_session.json()) == (
+        422,
+        {"detail": "Give the session as sessionId (or session_id)."},
+    )
+    assert reads_before == 0
+    assert (answered.status_code, answered.json()) == (200, {"locked": True, "online": True})
+    assert lock_reads(seam_proxy) == 1
+
+
+async def test_lock_status_asks_seam_once_per_lock_within_the_cache_time(
+    make_settings: SettingsFactory,
+    seam_proxy: LatencyProxy,
+    db: PostgresDatabase,
+    sql: asyncpg.Connection,
+    pods: None,
+) -> None:
+    session_id = await open_session(db, sql, "locked")
+    query = f"/api/lock-status?podName=locked&sessionId={session_id}"
+    settings = make_settings(
+        SEAM_API_KEY=SEAM_KEY, SEAM_ENDPOINT=seam_proxy.url, LOCK_STATUS_CACHE_SECONDS=1
+    )
+    async with running(create_app(settings)) as client:
+        first = await client.get(query)
+        second = await client.get(query)
+        together = await asyncio.gather(*(client.get(query) for _ in range(5)))
+        within = lock_reads(seam_proxy)
+        await asyncio.sleep(1.2)
+        later = await client.get(query)
+    expected = (200, {"locked": True, "online": True})
+    answers = [first, second, *together, later]
+    assert [(r.status_code, r.json()) for r in answers] == [expected] * len(answers)
+    assert within == 1
+    assert lock_reads(seam_proxy) == 2
+
+
+def test_lock_status_cache_seconds_defaults_to_ten(make_settings: SettingsFactory) -> None:
+    assert make_settings().LOCK_STATUS_CACHE_SECONDS == 10

@@ -32,9 +32,14 @@ SUPABASE_CLI = ROOT / "node_modules" / ".bin" / "supabase"
 PINNED = {
     "0001_init.sql": "eb22d717f226faf8a0eb9632c2ff934782b9847f7bb2857945a4ba2a5a261e84",
     "0002_access_code_work.sql": "04abe3790e588a85d88a70614ce54d70880c7a1b16f012fcc848089dd168bb99",
+    "0003_service_only_and_grants.sql": (
+        "3d24822460cc89ea3870e7c75cb3073700da08eb8a83ab31810cd8a85477ebb1"
+    ),
 }
 
-ALL_APPLIED = "applied 0001_init.sql, 0002_access_code_work.sql to Postgres at DATABASE_URL\n"
+ALL_APPLIED = (
+    f"applied {', '.join(m.file_name for m in list_migrations())} to Postgres at DATABASE_URL\n"
+)
 NOTHING_TO_APPLY = "nothing to apply: every migration is recorded on Postgres at DATABASE_URL\n"
 
 # What a schema is made of, to compare two databases or one before and after.

@@ -113,6 +113,57 @@ async def test_a_five_megabyte_body_is_refused_with_413(
     assert await snapshot(sql) == before
 
 
+async def test_a_chunked_body_of_1_1_megabytes_to_end_session_is_413(
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection
+) -> None:
+    before = await snapshot(sql)
+
+    async def chunks() -> Any:  # no Content-Length: the route's JSON parsing reads it
+        yield b'{"sessionId": "'
+        for _ in range(11):
+            yield b"x" * (100 * 1024)
+        yield b'"}'
+
+    for path in ("/api/end-session", "/api/confirm-booking"):
+        response = await http.post(
+            f"{fresh.url(0)}{path}",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert "content-length" not in response.request.headers
+        assert (response.status_code, response.json()) == (
+            413,
+            {"detail": "The request body is larger than 1024 KiB."},
+        ), path
+    assert await snapshot(sql) == before
+
+
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+async def test_production_answers_tell_browsers_to_use_https_only(
+    fresh: Cluster, http: httpx.AsyncClient
+) -> None:
+    answers = [
+        await http.get(f"{fresh.url(0)}/"),
+        await http.get(f"{fresh.url(0)}/book", params={"podName": "pod0"}),
+        await http.get(f"{fresh.url(0)}/end-session", params={"sessionId": str(uuid4())}),
+        await http.get(f"{fresh.url(0)}/static/qwip.css"),
+        await http.get(f"{fresh.url(0)}/api/pods"),
+        await http.get(f"{fresh.url(0)}/api/pod", params={"podName": "nowhere"}),
+        await http.post(f"{fresh.url(0)}/api/end-session", content=b"x" * (2 * 1024 * 1024)),
+    ]
+    assert [(a.status_code, a.headers.get("strict-transport-security")) for a in answers] == [
+        (200, HSTS),
+        (200, HSTS),
+        (404, HSTS),
+        (200, HSTS),
+        (200, HSTS),
+        (404, HSTS),
+        (413, HSTS),
+    ]
+
+
 async def test_a_replayed_event_with_a_new_timestamp_is_a_duplicate(
     fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, webhook_card: dict[str, Any]
 ) -> None:
@@ -299,14 +350,28 @@ async def test_session_ids_are_random_and_logs_keep_secrets_out(
             f"{fresh.url(i + 1)}/api/end-session-preview", params={"sessionId": session_id}
         )
         await http.post(f"{fresh.url(i)}/api/end-session", json={"sessionId": session_id})
+        # The same id in the other forms the routes accept, sent as a client may send them.
+        for query in (
+            f"session%5Fid={session_id}",
+            f"sessionId=%7B{session_id.upper()}%7D",
+            f"sessionId=urn:uuid:{session_id}",
+            f"sessionId={session_id.replace('-', '')}",
+        ):
+            answer = await http.get(f"{fresh.url(i)}/api/session-status?{query}")
+            assert answer.json()["session_id"] == session_id, query
     ids = [UUID(session_id) for session_id, _, _ in sessions]
     assert all(session_id.version == 4 for session_id in ids)
     assert len({session_id.int >> 64 for session_id in ids}) == 3  # not sequential
 
     logs = "".join(replica.output() for replica in fresh.replicas)
     assert "/api/end-session-preview?sessionId=" in logs  # the access log is on
+    squeezed = logs.replace("-", "").lower()
     for session_id, code, client_secret in sessions:
         assert session_id not in logs
+        assert session_id.replace("-", "")[8:] not in squeezed
+        assert f"session%5Fid={session_id[:8]}…" in logs
+        assert f"sessionId=%7B{session_id[:8].upper()}…%7D" in logs
+        assert f"sessionId=urn:uuid:{session_id[:8]}…" in logs
         assert not re.search(rf"\b{code}\b", logs)
         assert client_secret not in logs
         assert f"sessionId={session_id[:8]}…" in logs
