@@ -34,7 +34,10 @@ PINNED = {
     "0002_access_code_work.sql": "04abe3790e588a85d88a70614ce54d70880c7a1b16f012fcc848089dd168bb99",
 }
 
-ALL_APPLIED = "applied 0001_init.sql, 0002_access_code_work.sql to Postgres at DATABASE_URL\n"
+ALL_APPLIED = (
+    "applied 0001_init.sql, 0002_access_code_work.sql, 0006_email_dead_letters.sql "
+    "to Postgres at DATABASE_URL\n"
+)
 NOTHING_TO_APPLY = "nothing to apply: every migration is recorded on Postgres at DATABASE_URL\n"
 
 # What a schema is made of, to compare two databases or one before and after.
