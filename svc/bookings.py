@@ -8,7 +8,7 @@ access-code e-mail) is enforced by the database, so any replica may handle any r
 import logging
 import secrets
 from dataclasses import dataclass
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from svc import email_manager, payments_manager, seam_accessor
 from svc.database_accessor import Database
@@ -136,9 +136,10 @@ async def start_session(
     if setup.customer_id is None:
         raise BookingNotStarted("The card setup has no customer; create it with this service.")
 
-    email = await payments_manager.customer_email(
+    found = await payments_manager.customer_email(
         services.stripe, customer_id=setup.customer_id, payment_method_id=setup.payment_method_id
     )
+    email = found.address
     session_id = uuid4()
     smart_lock = services.has_smart_lock(pod.seam_device_id)
     for _ in range(5):
@@ -178,6 +179,8 @@ async def start_session(
 
     if outcome.outcome in (StartOutcomeKind.STARTED, StartOutcomeKind.POD_UNAVAILABLE):
         services.outbox.wake()
+    if outcome.outcome is StartOutcomeKind.STARTED and email is None and found.invalid:
+        await _tell_operator_no_valid_email(services, outcome.session_id, pod, found, setup)
     if outcome.outcome is StartOutcomeKind.STARTED and smart_lock:
         # The code goes onto the lock now that the session exists, off this request's path.
         services.lock_work.wake()
@@ -196,6 +199,30 @@ async def start_session(
             email is not None,
         )
     return StartResult(outcome.outcome, session)
+
+
+async def _tell_operator_no_valid_email(
+    services: Services,
+    session_id: UUID | None,
+    pod: Pod,
+    found: payments_manager.CustomerEmail,
+    setup: SetupIntentInfo,
+) -> None:
+    """Stripe gave only addresses that are not ones: nothing is sent to them (a line break
+    in one would be a header of its own), and the operator hears of it."""
+    given = ", ".join(repr(address) for address in found.invalid)
+    await services.db.queue_emails(
+        email_manager.operator_alert(
+            dedupe_key=f"no_valid_email:{session_id}",
+            operator=services.settings.OPERATOR_EMAIL,
+            subject=f"a session on {pod.name} started with no valid e-mail address",
+            text=f"Session {session_id} on {pod.name} started, but Stripe (customer "
+            f"{setup.customer_id}) gave no valid e-mail address for the customer, only "
+            f"{given}. Nothing is e-mailed to them: not the door code (the booking page "
+            "showed it), nor the receipt. Reach them through their Stripe Customer if needed.",
+        )
+    )
+    services.outbox.wake()
 
 
 async def confirm_booking(

@@ -1,9 +1,16 @@
 """Sending the outbox: e-mails queued with what they report, delivered by one replica at
-a time, retried with doubling delays while the mail server refuses them."""
+a time, retried with doubling delays while the mail server refuses them.
+
+Each message fails on its own. One that can never be sent (its recipient is not an
+address) or that is still refused at its EMAIL_MAX_ATTEMPTS-th attempt becomes a dead
+letter: never handed out again, and OPERATOR_EMAIL is told once. A mail server that cannot
+be reached is nobody's message's fault: the messages wait for it, however long.
+"""
 
 import logging
 import math
 
+from svc import email_manager
 from svc.background import retry_delay
 from svc.email_manager import EmailNotSent
 from svc.records import OutboxEmail
@@ -34,9 +41,27 @@ async def deliver_due_emails(services: Services) -> int:
         for email, failure in zip(emails, failures, strict=True):
             if failure is None:
                 logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
+            elif failure.hopeless or (
+                failure.refused and email.attempts >= services.settings.EMAIL_MAX_ATTEMPTS
+            ):
+                await _dead_letter(services, email, failure)
             else:
                 await _postpone(services, email, failure)
     return len(emails)
+
+
+async def _dead_letter(services: Services, email: OutboxEmail, failure: EmailNotSent) -> None:
+    notice = email_manager.dead_letter_alert(
+        email,
+        reason=str(failure),
+        hopeless=failure.hopeless,
+        operator=services.settings.OPERATOR_EMAIL,
+    )
+    logger.error("email.dead kind=%s attempt=%s error=%r", email.kind, email.attempts, str(failure))
+    if await services.db.dead_letter_email(
+        email.id, error=str(failure), notice=notice[0] if notice else None
+    ):
+        services.outbox.wake()
 
 
 async def _postpone(services: Services, email: OutboxEmail, failure: EmailNotSent) -> None:
@@ -44,11 +69,11 @@ async def _postpone(services: Services, email: OutboxEmail, failure: EmailNotSen
         services.settings.EMAIL_RETRY_BASE_SECONDS, email.attempts, at_most=EMAIL_MAX_RETRY_SECONDS
     )
     logger.warning(
-        "email.retry kind=%s attempt=%s in_seconds=%s error=%s",
+        "email.retry kind=%s attempt=%s in_seconds=%s error=%r",
         email.kind,
         email.attempts,
         delay,
-        failure,
+        str(failure),
     )
     await services.db.mark_email_failed(
         email.id, retry_in_seconds=math.ceil(delay), error=str(failure)

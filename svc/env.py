@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     SMTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     OUTBOX_DIR: Path = Path("outbox")
     EMAIL_RETRY_BASE_SECONDS: float = Field(default=5, gt=0)
+    # Attempts after which a message the mail server keeps refusing is set aside.
+    EMAIL_MAX_ATTEMPTS: int = Field(default=8, ge=1)
     OPERATOR_EMAIL: str | None = None
 
     # Seam smart locks

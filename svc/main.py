@@ -49,7 +49,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
     """E-mails as soon as they are queued; pending charges and overdue sessions every
-    round; codes onto and off the locks when smart locks are on."""
+    round; codes onto and off the locks when smart locks are on.
+
+    Each its own job, so that one failing (a charge that raises, say) never skips another:
+    an overdue session is ended even while the settlement round keeps failing."""
     interval = services.settings.BACKGROUND_INTERVAL_SECONDS
     jobs = {
         "emails": background.run_periodically(
@@ -61,7 +64,13 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
         ),
         "settlements": background.run_periodically(
             "settlements",
-            lambda: sessions.settle_and_end_overdue(services),
+            lambda: sessions.settle_unsettled_sessions(services),
+            wake=Outbox(),
+            interval=interval,
+        ),
+        "overdue": background.run_periodically(
+            "overdue",
+            lambda: sessions.end_overdue_sessions(services),
             wake=Outbox(),
             interval=interval,
         ),

@@ -14,6 +14,7 @@ import aiohttp
 import stripe
 from stripe.params import PaymentIntentCreateParams, SetupIntentCreateParams
 
+from svc.email_manager.recipients import valid_recipient
 from svc.env import Settings
 from svc.errors import ServiceError
 from svc.records import Pod
@@ -174,24 +175,41 @@ async def retrieve_setup_intent(
     return SetupIntentInfo.from_dict(setup_intent.to_dict())
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerEmail:
+    """The customer's e-mail address, and what Stripe gave that is not one."""
+
+    address: str | None
+    invalid: tuple[str, ...] = ()
+
+
 async def customer_email(
     client: stripe.StripeClient, *, customer_id: str | None, payment_method_id: str | None
-) -> str | None:
-    """The Customer's e-mail, else the one given with the card (billing details)."""
+) -> CustomerEmail:
+    """The Customer's e-mail, else the one given with the card (billing details); either
+    only if it is an e-mail address (a billing e-mail is whatever the cardholder typed)."""
+    invalid: list[str] = []
     try:
         if customer_id:
             customer = (await client.v1.customers.retrieve_async(customer_id)).to_dict()
             if not customer.get("deleted") and customer.get("email"):
-                return str(customer["email"])
+                email = str(customer["email"])
+                if valid_recipient(email):
+                    return CustomerEmail(email)
+                invalid.append(email)
         if payment_method_id:
             method = (await client.v1.payment_methods.retrieve_async(payment_method_id)).to_dict()
-            email = (method.get("billing_details") or {}).get("email")
-            if email:
-                return str(email)
+            billing = (method.get("billing_details") or {}).get("email")
+            if billing:
+                if valid_recipient(str(billing)):
+                    return CustomerEmail(str(billing), tuple(invalid))
+                invalid.append(str(billing))
     except stripe.StripeError as error:
         logger.warning("stripe.unavailable call=customer_email error=%s", type(error).__name__)
         raise PaymentProviderUnavailable() from error
-    return None
+    if invalid:
+        logger.warning("stripe.invalid_email customer=%s count=%s", customer_id, len(invalid))
+    return CustomerEmail(None, tuple(invalid))
 
 
 async def charge_session(

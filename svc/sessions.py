@@ -306,9 +306,3 @@ async def end_overdue_sessions(services: Services) -> None:
             await end_session(services, session_id)
         except PaymentProviderUnavailable:
             return
-
-
-async def settle_and_end_overdue(services: Services) -> None:
-    """The settlement job's round: pending charges, then sessions past their limit."""
-    await settle_unsettled_sessions(services)
-    await end_overdue_sessions(services)

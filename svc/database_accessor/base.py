@@ -1,6 +1,7 @@
 """What every backend shares: the `Database` interface, its errors, the row mappers, and
 each call of a ``qwip_*`` SQL function, written once."""
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -8,6 +9,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+from svc.email_manager.recipients import valid_recipient
 from svc.errors import ServiceError
 from svc.records import (
     ChargeClaim,
@@ -22,6 +24,8 @@ from svc.records import (
     StartSessionRequest,
 )
 from svc.types import PaymentRecorded, PaymentStatus, StartOutcomeKind
+
+logger = logging.getLogger(__name__)
 
 
 class DatabaseUnavailable(ServiceError):
@@ -143,8 +147,20 @@ def _start_outcome(result: Mapping[str, Any]) -> StartOutcome:
     )
 
 
+def _email_json(email: QueuedEmail | None) -> dict[str, Any] | None:
+    """The queue's JSON for a message, or None (nothing queued) when its recipient is not
+    an e-mail address: such a message could never be sent, and must never reach a header."""
+    if email is None:
+        return None
+    if valid_recipient(email.recipient) is None:
+        if email.recipient:
+            logger.error("email.not_queued kind=%s reason=invalid_recipient", email.kind)
+        return None
+    return email.as_json()
+
+
 def _emails_json(emails: Sequence[QueuedEmail]) -> list[dict[str, Any]]:
-    return [email.as_json() for email in emails]
+    return [json for json in map(_email_json, emails) if json is not None]
 
 
 def check_message(constraint: str | None) -> str:
@@ -265,8 +281,8 @@ class Database(ABC):
                 "p_payment_method": request.payment_method,
                 "p_access_code": request.access_code,
                 "p_free_minutes": request.free_minutes,
-                "p_started_email": started.as_json() if started else None,
-                "p_unavailable_email": unavailable.as_json() if unavailable else None,
+                "p_started_email": _email_json(started),
+                "p_unavailable_email": _email_json(unavailable),
             },
         )
         return _start_outcome(self._expect(result, dict, function))
@@ -405,4 +421,14 @@ class Database(ABC):
         await self._call_value(
             "qwip_postpone_email",
             {"p_email_id": email_id, "p_retry_in_seconds": retry_in_seconds, "p_error": error},
+        )
+
+    async def dead_letter_email(
+        self, email_id: int, *, error: str, notice: QueuedEmail | None
+    ) -> bool:
+        """Set an unsent message aside for good and queue the operator's notice of it, in
+        one transaction; true for the one caller that did."""
+        return await self._flag(
+            "qwip_dead_letter_email",
+            {"p_email_id": email_id, "p_error": error, "p_notice": _email_json(notice)},
         )

@@ -10,11 +10,13 @@ from svc.email_manager.compose import Composed, Rendered, compose, render
 from svc.email_manager.messages import (
     access_code_email,
     code_not_removed_alert,
+    dead_letter_alert,
     lock_failed_emails,
     operator_alert,
     pod_unavailable_email,
     settlement_emails,
 )
+from svc.email_manager.recipients import InvalidRecipient, check_recipient, valid_recipient
 from svc.email_manager.schemas import EmailPayload, EmailPayloadInvalid, read, stored
 from svc.email_manager.sender import EmailNotSent, EmailSender, FileSender, Mailer, SmtpSender
 
@@ -24,13 +26,16 @@ __all__ = [
     "EmailPayload",
     "EmailPayloadInvalid",
     "EmailSender",
+    "InvalidRecipient",
     "FileSender",
     "Mailer",
     "Rendered",
     "SmtpSender",
     "access_code_email",
+    "check_recipient",
     "code_not_removed_alert",
     "compose",
+    "dead_letter_alert",
     "lock_failed_emails",
     "operator_alert",
     "pod_unavailable_email",
@@ -38,4 +43,5 @@ __all__ = [
     "render",
     "settlement_emails",
     "stored",
+    "valid_recipient",
 ]

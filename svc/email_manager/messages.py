@@ -15,7 +15,7 @@ from svc.email_manager.schemas import (
     ReceiptEmail,
     stored,
 )
-from svc.records import QueuedEmail, SessionRecord
+from svc.records import OutboxEmail, QueuedEmail, SessionRecord
 from svc.types import PaymentStatus
 
 logger = logging.getLogger(__name__)
@@ -163,3 +163,52 @@ def operator_alert(
             recipient=operator,
         )
     ]
+
+
+DEAD_LETTER_KEY = "dead_letter:"
+
+# What the operator can do about each kind of message that was never delivered.
+_DEAD_LETTER_ADVICE = {
+    "access_code": "The customer never received their door code by e-mail (the booking page "
+    "showed it to them). If they cannot get in, reach them through their Stripe Customer.",
+    "pod_unavailable": "The customer was not told by e-mail that their session did not start; "
+    "their card was not charged.",
+    "receipt": "The customer has no receipt: send them one from the Stripe Dashboard if they "
+    "ask.",
+    "payment_failed": "The customer was not told that their payment failed: the amount is "
+    "still owed. Reach them through their Stripe Customer.",
+    "lock_failed": "The customer was not told that their code did not reach the lock; their "
+    "session was ended without charge.",
+}
+_OPERATOR_ADVICE = (
+    "This message was meant for you: check OPERATOR_EMAIL and the mail settings, and read "
+    "the message in the email_outbox table."
+)
+
+
+def dead_letter_alert(
+    email: OutboxEmail, *, reason: str, hopeless: bool, operator: str | None
+) -> list[QueuedEmail]:
+    """The operator's notice that a message was set aside for good. It names the kind, the
+    recipient and the reason, never the message's content (an access code among them).
+    A notice that dies itself gets no notice of its own (the database also refuses one)."""
+    if email.dedupe_key.startswith(DEAD_LETTER_KEY):
+        logger.error("email.dead_notice id=%s", email.id)
+        return []
+    if hopeless:
+        why = "the recipient is not an e-mail address, so no attempt could ever deliver it"
+    else:
+        why = f"it could not be sent in {email.attempts} attempts"
+    advice = _DEAD_LETTER_ADVICE.get(email.kind)
+    if advice is None:
+        advice = _OPERATOR_ADVICE
+    else:
+        advice += " If the address is wrong, correct it on their Stripe Customer."
+    return operator_alert(
+        dedupe_key=f"{DEAD_LETTER_KEY}{email.id}",
+        operator=operator,
+        subject=f"an e-mail ({email.kind}) could not be delivered",
+        text=f"The {email.kind!r} e-mail {email.dedupe_key} to {email.recipient!r} was set "
+        f"aside for good: {why}. The last error: {reason}\n\n{advice} The service will "
+        f"not send it again (email_outbox id {email.id}, dead_at set).",
+    )

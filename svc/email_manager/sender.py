@@ -11,6 +11,7 @@ from typing import Protocol
 import aiosmtplib
 
 from svc.email_manager.compose import Composed, compose
+from svc.email_manager.recipients import InvalidRecipient, check_recipient
 from svc.email_manager.schemas import EmailPayloadInvalid
 from svc.env import Settings
 from svc.records import OutboxEmail
@@ -20,10 +21,41 @@ logger = logging.getLogger(__name__)
 
 
 class EmailNotSent(Exception):
-    """The message could not be handed over; it stays queued and is tried again."""
+    """The message was not handed over; it stays queued and is tried again.
+
+    `refused`: the fault lies with this message (it cannot be composed, or the mail server
+    refused it), not with the way to the server; a message refused on its
+    EMAIL_MAX_ATTEMPTS-th attempt is set aside as a dead letter. An outage of the server is
+    never the message's fault: it waits for the server however long that takes.
+    `hopeless`: no attempt can ever succeed (the recipient is not an address at all).
+    """
+
+    def __init__(self, reason: str, *, refused: bool = False, hopeless: bool = False) -> None:
+        super().__init__(reason)
+        self.refused = refused or hopeless
+        self.hopeless = hopeless
 
 
 _SMTP_TROUBLE = (aiosmtplib.SMTPException, OSError, TimeoutError)
+# 421: the server is closing the connection (busy, shutting down), whatever the message.
+_SERVICE_UNAVAILABLE = 421
+
+
+def _send_failure(error: Exception) -> EmailNotSent:
+    """What one message's failed hand-over says about that message."""
+    reason = f"{type(error).__name__}: {error}"
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        codes = [refusal.code for refusal in error.recipients]
+        return EmailNotSent(reason, refused=_SERVICE_UNAVAILABLE not in codes)
+    if isinstance(error, aiosmtplib.SMTPSenderRefused):
+        # The server refuses our sender: the settings are wrong, not this message.
+        return EmailNotSent(reason)
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return EmailNotSent(reason, refused=error.code != _SERVICE_UNAVAILABLE)
+    if isinstance(error, _SMTP_TROUBLE):
+        return EmailNotSent(reason)
+    # Anything else (an address the client cannot encode, say) is about this message.
+    return EmailNotSent(reason, refused=True)
 
 
 class EmailSender(Protocol):
@@ -38,14 +70,10 @@ class SmtpSender:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    async def send_all(
-        self, messages: Sequence[tuple[OutboxEmail, Composed]]
-    ) -> list[EmailNotSent | None]:
-        """Over one connection: a burst of receipts then costs one handshake (and one login
-        to Gmail, which counts them) instead of one each."""
+    def _client(self) -> aiosmtplib.SMTP:
         settings = self._settings
         password = settings.EMAIL_PASSWORD.get_secret_value() if settings.EMAIL_PASSWORD else None
-        client = aiosmtplib.SMTP(
+        return aiosmtplib.SMTP(
             hostname=settings.SMTP_HOST,
             port=settings.SMTP_PORT,
             username=settings.email_sender if password else None,
@@ -54,28 +82,41 @@ class SmtpSender:
             start_tls=settings.SMTP_SECURITY is SmtpSecurity.STARTTLS,
             timeout=settings.SMTP_TIMEOUT_SECONDS,
         )
-        try:
-            await client.connect()
-        except _SMTP_TROUBLE as error:
-            failure = EmailNotSent(f"{type(error).__name__}: {error}")
-            return [failure] * len(messages)
+
+    async def send_all(
+        self, messages: Sequence[tuple[OutboxEmail, Composed]]
+    ) -> list[EmailNotSent | None]:
+        """Over one connection: a burst of receipts then costs one handshake (and one login
+        to Gmail, which counts them) instead of one each. Each message is handed over on
+        its own: one the server refuses (some servers hang up after a refusal) leaves the
+        others to go, over a new connection if need be."""
+        sender = self._settings.email_sender
         outcomes: list[EmailNotSent | None] = []
+        client: aiosmtplib.SMTP | None = None
         try:
             for email, message in messages:
-                if not client.is_connected:
-                    outcomes.append(EmailNotSent("SMTPServerDisconnected: connection lost"))
-                    continue
+                if client is None or not client.is_connected:
+                    if client is not None:
+                        client.close()
+                    client = self._client()
+                    try:
+                        await client.connect()
+                    except _SMTP_TROUBLE as error:
+                        failure = EmailNotSent(f"{type(error).__name__}: {error}")
+                        outcomes += [failure] * (len(messages) - len(outcomes))
+                        break
                 try:
-                    await client.sendmail(settings.email_sender, [email.recipient], message.raw)
-                except _SMTP_TROUBLE as error:
-                    outcomes.append(EmailNotSent(f"{type(error).__name__}: {error}"))
+                    await client.sendmail(sender, [email.recipient], message.raw)
+                except Exception as error:  # one message's fault stays its own
+                    outcomes.append(_send_failure(error))
                 else:
                     outcomes.append(None)
         finally:
-            try:
-                await client.quit()
-            except _SMTP_TROUBLE:
-                client.close()
+            if client is not None and client.is_connected:
+                try:
+                    await client.quit()
+                except _SMTP_TROUBLE:
+                    client.close()
         return outcomes
 
 
@@ -120,16 +161,27 @@ class Mailer:
             raise failure
 
     async def send_all(self, emails: Sequence[OutboxEmail]) -> list[EmailNotSent | None]:
-        """Send each message; what went wrong with each, in order. A message whose payload
-        does not fit its kind is not sent, and says why; the others go."""
+        """Send each message; what went wrong with each, in order. A message that cannot
+        be composed is not sent, and says why; the others go."""
         outcomes: list[EmailNotSent | None] = [None] * len(emails)
         ready: list[tuple[int, tuple[OutboxEmail, Composed]]] = []
         for index, email in enumerate(emails):
             try:
+                check_recipient(email.recipient)
                 ready.append((index, (email, compose(email, self._settings))))
+            except InvalidRecipient as error:
+                logger.error("email.bad_recipient id=%s kind=%s", email.id, email.kind)
+                outcomes[index] = EmailNotSent(str(error), hopeless=True)
             except EmailPayloadInvalid as error:
-                logger.error("email.invalid id=%s kind=%s error=%s", email.id, email.kind, error)
-                outcomes[index] = EmailNotSent(str(error))
+                logger.error(
+                    "email.invalid id=%s kind=%s error=%r", email.id, email.kind, str(error)
+                )
+                outcomes[index] = EmailNotSent(str(error), refused=True)
+            except Exception as error:  # one message's fault stays its own
+                # A template or header the email package will not write: this message
+                # fails, and only it.
+                logger.exception("email.uncomposable id=%s kind=%s", email.id, email.kind)
+                outcomes[index] = EmailNotSent(f"{type(error).__name__}: {error}", refused=True)
         if ready:
             sent = await self._sender.send_all([message for _, message in ready])
             for (index, _), outcome in zip(ready, sent, strict=True):

@@ -603,6 +603,37 @@ async def test_failed_email_comes_back_after_its_delay(db: Database) -> None:
     assert await db.claim_emails(limit=5, lease_seconds=0) == []
 
 
+async def test_a_dead_letter_is_never_claimed_again_and_its_notice_is_queued_once(
+    db: Database, sql: asyncpg.Connection
+) -> None:
+    await db.queue_emails(
+        [QueuedEmail(dedupe_key=k, kind="x", recipient="a@b.c", payload={}) for k in "ab"]
+    )
+    [dead, alive] = await db.claim_emails(limit=5, lease_seconds=60)
+    notice = QueuedEmail(
+        dedupe_key=f"dead_letter:{dead.id}",
+        kind="operator_alert",
+        recipient="ops@example.com",
+        payload={"subject": "s", "text": "t"},
+    )
+    assert await db.dead_letter_email(dead.id, error="550 no such user", notice=notice) is True
+    assert await db.dead_letter_email(dead.id, error="again", notice=notice) is False
+    await db.mark_email_failed(alive.id, retry_in_seconds=0, error="smtp down")
+    await sql.execute("update email_outbox set next_attempt_at = now() - interval '1 hour'")
+    claimed = await db.claim_emails(limit=5, lease_seconds=60)
+    assert sorted(email.dedupe_key for email in claimed) == ["b", f"dead_letter:{dead.id}"]
+    row = await sql.fetchrow(
+        "select attempts, dead_at is not null as dead, locked_until, last_error "
+        "from email_outbox where id = $1",
+        dead.id,
+    )
+    assert tuple(row.values()) == (1, True, None, "550 no such user")
+    # A notice that dies itself queues no notice of its own.
+    [notice_row] = [email for email in claimed if email.kind == "operator_alert"]
+    assert await db.dead_letter_email(notice_row.id, error="550", notice=notice) is True
+    assert await sql.fetchval("select count(*) from email_outbox") == 3
+
+
 async def test_event_recorded_once(db: Database) -> None:
     results = await asyncio.gather(*(db.record_event("evt_x", "a.b") for _ in range(10)))
     assert results.count(True) == 1
@@ -709,6 +740,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_claim_access_code_work(uuid,integer)",
         "qwip_claim_charge(uuid,integer,integer)",
         "qwip_claim_emails(integer,integer)",
+        "qwip_dead_letter_email(bigint,text,jsonb)",
         "qwip_end_session(uuid,integer,integer)",
         "qwip_fail_access_code(uuid)",
         "qwip_get_session(uuid,text)",

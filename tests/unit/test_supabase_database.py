@@ -875,6 +875,55 @@ async def test_mark_email_failed(connect: Connect) -> None:
     )
 
 
+async def test_dead_letter_email(connect: Connect) -> None:
+    notice = QueuedEmail(
+        dedupe_key="dead_letter:5",
+        kind="operator_alert",
+        recipient="ops@example.com",
+        payload={"subject": "s", "text": "t"},
+    )
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.dead_letter_email(5, error="550 no such user", notice=notice) is True
+    assert await database.dead_letter_email(5, error="550 no such user", notice=None) is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_dead_letter_email",
+        body={
+            "p_email_id": 5,
+            "p_error": "550 no such user",
+            "p_notice": {
+                "dedupe_key": "dead_letter:5",
+                "kind": "operator_alert",
+                "recipient": "ops@example.com",
+                "payload": {"subject": "s", "text": "t"},
+            },
+        },
+    )
+    assert_request(
+        fake.requests[1],
+        "POST",
+        "/rest/v1/rpc/qwip_dead_letter_email",
+        body={"p_email_id": 5, "p_error": "550 no such user", "p_notice": None},
+    )
+
+
+async def test_a_recipient_that_is_not_an_address_is_never_sent_to_the_database(
+    connect: Connect,
+) -> None:
+    poisoned = QueuedEmail(
+        dedupe_key="receipt:x",
+        kind="receipt",
+        recipient="y@example.com\nBcc: z@evil.example",
+        payload={"a": 1},
+    )
+    database, fake = await connect(no_content())
+    assert await database.queue_emails([poisoned, EMAIL]) is None
+    assert_request(
+        fake.requests[0], "POST", "/rest/v1/rpc/qwip_queue_emails", body={"p_emails": [EMAIL_JSON]}
+    )
+
+
 # Failures: every operation answers the same way to the same trouble.
 
 Operation = Callable[[SupabaseDatabase], Awaitable[object]]
@@ -918,6 +967,7 @@ OPERATIONS: dict[str, Operation] = {
     "claim_emails": lambda db: db.claim_emails(limit=10, lease_seconds=60),
     "mark_emails_sent": lambda db: db.mark_emails_sent([5]),
     "mark_email_failed": lambda db: db.mark_email_failed(5, retry_in_seconds=1, error="x"),
+    "dead_letter_email": lambda db: db.dead_letter_email(5, error="x", notice=None),
 }
 
 TROUBLE: dict[str, Reply] = {
