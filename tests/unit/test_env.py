@@ -140,8 +140,9 @@ def test_supabase_url_must_be_the_projects_address(
 
 def test_dotenv_file_is_read(clean_environment: Path) -> None:
     (clean_environment / ".env").write_text(
-        "STRIPE_SECRET=sk_test_from_dotenv\nFREE_MINUTES=5\nCORS_ORIGINS=https://a.example, "
-        "https://b.example\n"
+        "STRIPE_SECRET=sk_test_from_dotenv\nSTRIPE_PUBLISHABLE_KEY=pk_test_from_dotenv\n"
+        "STRIPE_WEBHOOK_SECRET=whsec_from_dotenv\nFREE_MINUTES=5\n"
+        "CORS_ORIGINS=https://a.example, https://b.example\n"
     )
     settings = load_settings()
     assert settings.stripe_secret == "sk_test_from_dotenv"
