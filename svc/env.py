@@ -1,5 +1,6 @@
 """Settings, read once from the environment and `.env`."""
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
@@ -18,6 +19,10 @@ SEAM_DEFAULT_ENDPOINT = "https://connect.getseam.com"
 LOCAL_STRIPE_SECRET = "sk_test_qwip_local"
 LOCAL_STRIPE_PUBLISHABLE_KEY = "pk_test_qwip_local"
 LOCAL_STRIPE_WEBHOOK_SECRET = "whsec_qwip_local"
+
+# What a key's prefix says about the Stripe mode it belongs to (rk_ keys are restricted).
+SECRET_KEY_MODES = {"sk_live_": "live", "rk_live_": "live", "sk_test_": "test", "rk_test_": "test"}
+PUBLISHABLE_KEY_MODES = {"pk_live_": "live", "pk_test_": "test"}
 
 
 class ConfigurationError(Exception):
@@ -185,13 +190,33 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _production_has_everything(self) -> Self:
-        if self.APP_ENV is AppEnv.PRODUCTION:
-            missing = self.missing_for_production()
+    def _local_stand_ins_only_with_localstripe(self) -> Self:
+        # The made-up keys and webhook secret are public: with a real Stripe account they
+        # would let anyone sign events, so a real key brings its own of all three.
+        if self.is_local and not self.uses_local_stripe:
+            given = [name for name in STRIPE_KEYS if _is_set(getattr(self, name))]
+            missing = [name for name in STRIPE_KEYS if name not in given]
             if missing:
                 raise ValueError(
-                    "APP_ENV=production needs these variables set: " + ", ".join(missing)
+                    f"with {' and '.join(given)} set, these variables must be set too: "
+                    f"{', '.join(missing)} (the built-in local keys and webhook secret serve "
+                    "only the localstripe that local mode starts when no Stripe key is set)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _production_has_everything(self) -> Self:
+        if self.is_local:
+            return self
+        problems = []
+        missing = self.missing_for_production()
+        if missing:
+            problems.append("needs these variables set: " + ", ".join(missing))
+        refused = self.unsafe_for_production()
+        if refused:
+            problems.append("refuses these settings: " + "; ".join(refused))
+        if problems:
+            raise ValueError(f"APP_ENV={self.APP_ENV} " + "; and ".join(problems))
         return self
 
     def missing_for_production(self) -> list[str]:
@@ -216,6 +241,61 @@ class Settings(BaseSettings):
             missing.append("PUBLIC_URL")
         return missing
 
+    def unsafe_for_production(self) -> list[str]:
+        """What production refuses to run with. APP_ENV=test, which stands on local peers,
+        refuses only live keys: with test keys no real card is ever charged."""
+        secret_mode = _key_mode(self.STRIPE_SECRET, SECRET_KEY_MODES)
+        publishable_mode = _key_mode(self.STRIPE_PUBLISHABLE_KEY, PUBLISHABLE_KEY_MODES)
+        refused = []
+        if self.APP_ENV is AppEnv.TEST:
+            refused += [
+                f"a live {name} (APP_ENV=test runs only with Stripe test keys)"
+                for name, mode in (
+                    ("STRIPE_SECRET", secret_mode),
+                    ("STRIPE_PUBLISHABLE_KEY", publishable_mode),
+                )
+                if mode == "live"
+            ]
+            return refused
+        public_url = urlsplit(self.PUBLIC_URL)
+        if (
+            "PUBLIC_URL" in self.model_fields_set
+            and public_url.scheme == "http"
+            and not _is_local_host(public_url.hostname)
+        ):
+            refused.append(
+                f"an http:// PUBLIC_URL ({self.PUBLIC_URL}: its links carry session ids, "
+                "use https://)"
+            )
+        if self.STRIPE_API_BASE:
+            refused.append(
+                f"STRIPE_API_BASE ({self.STRIPE_API_BASE}: payments and the card page's "
+                "JavaScript would come from there; unset it to use Stripe)"
+            )
+        if _is_set(self.STRIPE_SECRET) and secret_mode is None:
+            refused.append(
+                "a STRIPE_SECRET that is not a Stripe secret key "
+                "(sk_live_, rk_live_, sk_test_ or rk_test_)"
+            )
+        if _is_set(self.STRIPE_PUBLISHABLE_KEY) and publishable_mode is None:
+            refused.append(
+                "a STRIPE_PUBLISHABLE_KEY that is not a Stripe publishable key "
+                "(pk_live_ or pk_test_)"
+            )
+        if secret_mode and publishable_mode and secret_mode != publishable_mode:
+            refused.append(
+                f"a {secret_mode} STRIPE_SECRET with a {publishable_mode} STRIPE_PUBLISHABLE_KEY "
+                "(both keys must come from the same Stripe mode)"
+            )
+        if self.SMTP_SECURITY is SmtpSecurity.NONE and not _is_local_host(self.SMTP_HOST):
+            refused.append(
+                f"SMTP_SECURITY=none to {self.SMTP_HOST} (mail and the SMTP password would "
+                "cross the network unencrypted: use ssl or starttls)"
+            )
+        if any("*" in origin for origin in self.CORS_ORIGINS):
+            refused.append("CORS_ORIGINS with * (name each origin allowed)")
+        return refused
+
     # What stands in for what, derived once so every module agrees.
 
     @property
@@ -225,7 +305,12 @@ class Settings(BaseSettings):
     @property
     def uses_local_stripe(self) -> bool:
         """Local mode without Stripe keys: localstripe, started by the service itself."""
-        return self.STRIPE_SECRET is None
+        return self.is_local and self.STRIPE_SECRET is None and self.STRIPE_PUBLISHABLE_KEY is None
+
+    @property
+    def stripe_test_mode(self) -> bool:
+        """Outside local mode with Stripe test keys: the log and every page say TEST MODE."""
+        return not self.is_local and _key_mode(self.STRIPE_SECRET, SECRET_KEY_MODES) == "test"
 
     @property
     def uses_supabase_api(self) -> bool:
@@ -247,19 +332,31 @@ class Settings(BaseSettings):
             or "SMTP_HOST" in (self.model_fields_set)
         )
 
+    # The made-up local keys only ever go to the localstripe the service starts itself; the
+    # validators make sure that otherwise the real ones are set.
+
     @property
     def stripe_secret(self) -> str:
-        return self.STRIPE_SECRET.get_secret_value() if self.STRIPE_SECRET else LOCAL_STRIPE_SECRET
+        if self.STRIPE_SECRET:
+            return self.STRIPE_SECRET.get_secret_value()
+        return self._local_stripe_value("STRIPE_SECRET", LOCAL_STRIPE_SECRET)
 
     @property
     def stripe_webhook_secret(self) -> str:
         if self.STRIPE_WEBHOOK_SECRET:
             return self.STRIPE_WEBHOOK_SECRET.get_secret_value()
-        return LOCAL_STRIPE_WEBHOOK_SECRET
+        return self._local_stripe_value("STRIPE_WEBHOOK_SECRET", LOCAL_STRIPE_WEBHOOK_SECRET)
 
     @property
     def stripe_publishable_key(self) -> str:
-        return self.STRIPE_PUBLISHABLE_KEY or LOCAL_STRIPE_PUBLISHABLE_KEY
+        if self.STRIPE_PUBLISHABLE_KEY:
+            return self.STRIPE_PUBLISHABLE_KEY
+        return self._local_stripe_value("STRIPE_PUBLISHABLE_KEY", LOCAL_STRIPE_PUBLISHABLE_KEY)
+
+    def _local_stripe_value(self, name: str, local_value: str) -> str:
+        if not self.uses_local_stripe:
+            raise ConfigurationError(f"{name} is not set")
+        return local_value
 
     @property
     def stripe_api_base(self) -> str | None:
@@ -292,6 +389,28 @@ class Settings(BaseSettings):
         if self.END_SESSION_URL:
             return self.END_SESSION_URL.format(session_id=session_id)
         return f"{self.PUBLIC_URL}/end-session?sessionId={session_id}"
+
+
+STRIPE_KEYS = ("STRIPE_SECRET", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET")
+
+
+def _key_mode(key: SecretStr | str | None, modes: dict[str, str]) -> str | None:
+    """`live` or `test` from a Stripe key's prefix; None when unset or of no known shape."""
+    value = key.get_secret_value() if isinstance(key, SecretStr) else key
+    return next((mode for prefix, mode in modes.items() if (value or "").startswith(prefix)), None)
+
+
+def _is_local_host(host: str | None) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1): traffic that stays on the machine."""
+    if host is None:
+        return False
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_set(value: object) -> bool:

@@ -116,17 +116,23 @@ def html_page(body: str, *, status_code: int = 200, stripe: StripeJs | None = No
     )
 
 
-def render(template: str, **context: object) -> str:
-    return templating.html.get_template(template).render(context)
+def render(template: str, *, settings: Settings, **context: object) -> str:
+    """A page; the settings are what every page's layout needs (the TEST MODE banner)."""
+    return templating.html.get_template(template).render(
+        context, stripe_test_mode=settings.stripe_test_mode
+    )
 
 
-def pod_list_page(pods: Sequence[Pod]) -> str:
-    return render("pods.html", pods=pods, refresh_seconds=POD_LIST_REFRESH_SECONDS)
+def pod_list_page(pods: Sequence[Pod], *, settings: Settings) -> str:
+    return render(
+        "pods.html", settings=settings, pods=pods, refresh_seconds=POD_LIST_REFRESH_SECONDS
+    )
 
 
 def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:
     return render(
         "book.html",
+        settings=settings,
         pod=pod,
         timezone=settings.TIMEZONE,
         stripe_script=stripe.script_url,
@@ -139,6 +145,7 @@ def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:
 def end_session_page(session: SessionRecord, preview: SessionPreview, *, settings: Settings) -> str:
     return render(
         "end_session.html",
+        settings=settings,
         session=session,
         preview=preview,
         timezone=settings.timezone,
@@ -155,26 +162,31 @@ def failure_reason(error: str | None) -> str:
     return (error or "").split(": ", 1)[-1].rstrip(".")
 
 
-def pod_not_found_page(name: str | None) -> str:
+def pod_not_found_page(name: str | None, *, settings: Settings) -> str:
     if not name:
         return not_found_page(
-            "Choose a pod", "This link does not name a pod. Pick one from the list."
+            "Choose a pod",
+            "This link does not name a pod. Pick one from the list.",
+            settings=settings,
         )
     return not_found_page(
-        "Pod not found", f"There is no pod called “{name}”. Pick one from the list of pods."
+        "Pod not found",
+        f"There is no pod called “{name}”. Pick one from the list of pods.",
+        settings=settings,
     )
 
 
-def session_not_found_page() -> str:
+def session_not_found_page(*, settings: Settings) -> str:
     return not_found_page(
         "Session not found",
         "We cannot find a session for this link. Open the link in your booking e-mail "
         "again; if it still does not work, the link may be incomplete.",
+        settings=settings,
     )
 
 
-def not_found_page(title: str, message: str) -> str:
-    return render("not_found.html", title=title, message=message)
+def not_found_page(title: str, message: str, *, settings: Settings) -> str:
+    return render("not_found.html", settings=settings, title=title, message=message)
 
 
 class StaticAssets(StaticFiles):
@@ -194,7 +206,7 @@ router = APIRouter(include_in_schema=False)
 async def show_pods(services: ServicesDep) -> Response:
     """Every pod with its address, price and whether it is free."""
     pods = await services.db.list_pods()
-    return html_page(pod_list_page(pods))
+    return html_page(pod_list_page(pods, settings=services.settings))
 
 
 @router.get("/book")
@@ -205,7 +217,7 @@ async def show_booking(request: Request, services: ServicesDep) -> Response:
     # A NUL cannot be in a pod's name (Postgres text cannot hold one): no such pod.
     pod = await services.db.get_pod_by_name(name) if name and "\x00" not in name else None
     if pod is None:
-        return html_page(pod_not_found_page(name), status_code=404)
+        return html_page(pod_not_found_page(name, settings=services.settings), status_code=404)
     stripe = stripe_js(services.settings)
     return html_page(booking_page(pod, settings=services.settings, stripe=stripe), stripe=stripe)
 
@@ -215,7 +227,7 @@ async def show_end_session(request: Request, services: ServicesDep) -> Response:
     """A session's running cost and End button, or its receipt once ended."""
     session = await find_session(services, _given(request, "sessionId", "session_id"))
     if session is None:
-        return html_page(session_not_found_page(), status_code=404)
+        return html_page(session_not_found_page(settings=services.settings), status_code=404)
     preview = sessions.preview_of(session)
     return html_page(end_session_page(session, preview, settings=services.settings))
 

@@ -115,6 +115,12 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
         payments = await start_local_stripe(settings, stack)
     else:
         payments = f"Stripe at {settings.stripe_api_base or 'api.stripe.com'}"
+    if settings.stripe_test_mode:
+        # Said at every start, and on every page: test keys charge no real card.
+        logger.warning(
+            "stripe.test_mode app_env=%s: TEST MODE, Stripe test keys charge no real card",
+            settings.APP_ENV,
+        )
     stripe_client, http_client = payments_manager.build_client(settings)
     stack.push_async_callback(http_client.close_async)
     sender: EmailSender

@@ -70,6 +70,10 @@ class PaymentRecorded(StrEnum):
 
 class AppEnv(StrEnum):
     LOCAL = "local"
+    """Stand-ins for whatever is not configured (localstripe, embedded Postgres, outbox)."""
+    TEST = "test"
+    """Production's rules, but with Stripe test keys only, so that a test stack may use
+    local peers (a Stripe emulator, plain SMTP to this machine, an http:// address)."""
     PRODUCTION = "production"
 
 

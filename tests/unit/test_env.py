@@ -1,8 +1,10 @@
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from svc.env import ConfigurationError, Settings, load_settings
+from svc.types import AppEnv
 
 PRODUCTION_REQUIRED = {
     "STRIPE_SECRET": "sk_live_abc",
@@ -140,8 +142,9 @@ def test_supabase_url_must_be_the_projects_address(
 
 def test_dotenv_file_is_read(clean_environment: Path) -> None:
     (clean_environment / ".env").write_text(
-        "STRIPE_SECRET=sk_test_from_dotenv\nFREE_MINUTES=5\nCORS_ORIGINS=https://a.example, "
-        "https://b.example\n"
+        "STRIPE_SECRET=sk_test_from_dotenv\nSTRIPE_PUBLISHABLE_KEY=pk_test_from_dotenv\n"
+        "STRIPE_WEBHOOK_SECRET=whsec_from_dotenv\nFREE_MINUTES=5\n"
+        "CORS_ORIGINS=https://a.example, https://b.example\n"
     )
     settings = load_settings()
     assert settings.stripe_secret == "sk_test_from_dotenv"
@@ -248,3 +251,253 @@ def test_port_outside_the_tcp_range_is_refused(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PORT", "70000")
     with pytest.raises(ConfigurationError, match="PORT: Input should be less than or equal to"):
         load_settings()
+
+
+def _production(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    for name, value in {**PRODUCTION_REQUIRED, **overrides}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (
+            {"PUBLIC_URL": "http://pods.example.com"},
+            "an http:// PUBLIC_URL (http://pods.example.com: its links carry session ids, "
+            "use https://)",
+        ),
+        (
+            {"STRIPE_API_BASE": "http://stripe.example.com"},
+            "STRIPE_API_BASE (http://stripe.example.com: payments and the card page's "
+            "JavaScript would come from there; unset it to use Stripe)",
+        ),
+        (
+            {"STRIPE_SECRET": "sk_live_abc", "STRIPE_PUBLISHABLE_KEY": "pk_test_abc"},
+            "a live STRIPE_SECRET with a test STRIPE_PUBLISHABLE_KEY "
+            "(both keys must come from the same Stripe mode)",
+        ),
+        (
+            {"STRIPE_SECRET": "sk_test_abc", "STRIPE_PUBLISHABLE_KEY": "pk_live_abc"},
+            "a test STRIPE_SECRET with a live STRIPE_PUBLISHABLE_KEY "
+            "(both keys must come from the same Stripe mode)",
+        ),
+        (
+            {"STRIPE_SECRET": "rk_live_abc", "STRIPE_PUBLISHABLE_KEY": "pk_test_abc"},
+            "a live STRIPE_SECRET with a test STRIPE_PUBLISHABLE_KEY "
+            "(both keys must come from the same Stripe mode)",
+        ),
+        (
+            {"STRIPE_SECRET": "rk_test_abc", "STRIPE_PUBLISHABLE_KEY": "pk_live_abc"},
+            "a test STRIPE_SECRET with a live STRIPE_PUBLISHABLE_KEY "
+            "(both keys must come from the same Stripe mode)",
+        ),
+        (
+            {"STRIPE_SECRET": "pk_live_abc"},
+            "a STRIPE_SECRET that is not a Stripe secret key "
+            "(sk_live_, rk_live_, sk_test_ or rk_test_)",
+        ),
+        (
+            {"STRIPE_PUBLISHABLE_KEY": "sk_live_abc"},
+            "a STRIPE_PUBLISHABLE_KEY that is not a Stripe publishable key (pk_live_ or pk_test_)",
+        ),
+        (
+            {"SMTP_SECURITY": "none"},
+            "SMTP_SECURITY=none to smtp.gmail.com (mail and the SMTP password would cross the "
+            "network unencrypted: use ssl or starttls)",
+        ),
+        (
+            {"SMTP_SECURITY": "none", "SMTP_HOST": "127.0.0.2.example.com"},
+            "SMTP_SECURITY=none to 127.0.0.2.example.com (mail and the SMTP password would "
+            "cross the network unencrypted: use ssl or starttls)",
+        ),
+        ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS with * (name each origin allowed)"),
+        (
+            {"CORS_ORIGINS": "https://pods.example.com, https://*.example.com"},
+            "CORS_ORIGINS with * (name each origin allowed)",
+        ),
+    ],
+)
+def test_production_refuses_an_unsafe_setting(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str], refused: str
+) -> None:
+    _production(monkeypatch, **overrides)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert str(raised.value) == f"APP_ENV=production refuses these settings: {refused}"
+
+
+def test_production_names_every_problem_in_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    for name, value in {
+        "STRIPE_SECRET": "sk_live_abc",
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_abc",
+        "STRIPE_API_BASE": "http://stripe.example.com",
+        "PUBLIC_URL": "http://pods.example.com",
+        "SMTP_HOST": "mail.example.com",
+        "SMTP_SECURITY": "none",
+        "CORS_ORIGINS": "*",
+        "EMAIL_FROM": "pods@example.com",
+        "DATABASE_URL": "postgresql://svc:pw@db.example.com:5432/postgres",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        "APP_ENV=production needs these variables set: STRIPE_WEBHOOK_SECRET, OPERATOR_EMAIL; "
+        "and refuses these settings: "
+        "an http:// PUBLIC_URL (http://pods.example.com: its links carry session ids, "
+        "use https://); "
+        "STRIPE_API_BASE (http://stripe.example.com: payments and the card page's JavaScript "
+        "would come from there; unset it to use Stripe); "
+        "a live STRIPE_SECRET with a test STRIPE_PUBLISHABLE_KEY "
+        "(both keys must come from the same Stripe mode); "
+        "SMTP_SECURITY=none to mail.example.com (mail and the SMTP password would cross the "
+        "network unencrypted: use ssl or starttls); "
+        "CORS_ORIGINS with * (name each origin allowed)"
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"PUBLIC_URL": "http://localhost:8000"},
+        {"PUBLIC_URL": "http://127.0.0.1:8000"},
+        {"SMTP_SECURITY": "none", "SMTP_HOST": "localhost"},
+        {"SMTP_SECURITY": "none", "SMTP_HOST": "127.0.0.53"},
+        {"SMTP_SECURITY": "none", "SMTP_HOST": "::1"},
+        {"SMTP_SECURITY": "starttls", "SMTP_HOST": "mail.example.com", "SMTP_PORT": "587"},
+        {"CORS_ORIGINS": "https://pods.example.com,https://app.example.com"},
+        {"STRIPE_SECRET": "rk_live_abc"},
+    ],
+)
+def test_production_accepts_what_stays_on_the_machine_or_is_encrypted(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str]
+) -> None:
+    _production(monkeypatch, **overrides)
+    settings = load_settings()
+    assert not settings.stripe_test_mode
+
+
+@pytest.mark.parametrize("secret", ["sk_test_abc", "rk_test_abc"])
+def test_production_with_test_keys_starts_in_test_mode(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    _production(monkeypatch, STRIPE_SECRET=secret, STRIPE_PUBLISHABLE_KEY="pk_test_abc")
+    settings = load_settings()
+    assert settings.stripe_test_mode
+    assert (settings.stripe_secret, settings.stripe_publishable_key) == (secret, "pk_test_abc")
+
+
+def test_local_mode_with_its_own_localstripe_is_not_test_mode_on_the_pages() -> None:
+    assert not load_settings().stripe_test_mode
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"STRIPE_SECRET": "sk_live_abc"},
+            "with STRIPE_SECRET set, these variables must be set too: STRIPE_PUBLISHABLE_KEY, "
+            "STRIPE_WEBHOOK_SECRET",
+        ),
+        (
+            {"STRIPE_SECRET": "sk_live_abc", "STRIPE_PUBLISHABLE_KEY": "pk_live_abc"},
+            "with STRIPE_SECRET and STRIPE_PUBLISHABLE_KEY set, these variables must be set too: "
+            "STRIPE_WEBHOOK_SECRET",
+        ),
+        (
+            {"STRIPE_PUBLISHABLE_KEY": "pk_test_abc", "STRIPE_WEBHOOK_SECRET": "whsec_abc"},
+            "with STRIPE_PUBLISHABLE_KEY and STRIPE_WEBHOOK_SECRET set, these variables must be "
+            "set too: STRIPE_SECRET",
+        ),
+    ],
+)
+def test_local_mode_refuses_the_local_secret_next_to_a_real_key(
+    monkeypatch: pytest.MonkeyPatch, given: dict[str, str], message: str
+) -> None:
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        f"{message} (the built-in local keys and webhook secret serve only the localstripe "
+        "that local mode starts when no Stripe key is set)"
+    )
+
+
+def test_local_keys_never_reach_a_real_stripe_account() -> None:
+    settings = Settings.model_construct(APP_ENV=AppEnv.LOCAL, STRIPE_SECRET=SecretStr("sk_x"))
+    for name in ("stripe_webhook_secret", "stripe_publishable_key"):
+        with pytest.raises(ConfigurationError, match="is not set$"):
+            getattr(settings, name)
+
+
+def test_local_mode_with_a_real_key_and_its_own_secret_uses_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("STRIPE_SECRET", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, PRODUCTION_REQUIRED[name])
+    settings = load_settings()
+    assert not settings.uses_local_stripe
+    assert settings.stripe_api_base is None
+    assert (
+        settings.stripe_secret,
+        settings.stripe_publishable_key,
+        settings.stripe_webhook_secret,
+    ) == ("sk_live_abc", "pk_live_abc", "whsec_abc")
+
+
+def test_local_mode_without_keys_uses_the_local_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (
+        settings.stripe_secret,
+        settings.stripe_publishable_key,
+        settings.stripe_webhook_secret,
+    ) == ("sk_test_qwip_local", "pk_test_qwip_local", "whsec_qwip_local")
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_mine")
+    assert load_settings().stripe_webhook_secret == "whsec_mine"
+
+
+def test_test_mode_is_production_on_local_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "test")
+    for name, value in {
+        **PRODUCTION_REQUIRED,
+        "STRIPE_SECRET": "sk_test_abc",
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_abc",
+        "STRIPE_API_BASE": "http://127.0.0.1:8420",
+        "PUBLIC_URL": "http://qwip.test",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_SECURITY": "none",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert not settings.is_local
+    assert not settings.uses_local_stripe
+    assert settings.uses_smtp
+    assert settings.stripe_test_mode
+
+
+def test_test_mode_needs_every_production_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "test")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        "APP_ENV=test needs these variables set: STRIPE_SECRET, STRIPE_WEBHOOK_SECRET, "
+        "STRIPE_PUBLISHABLE_KEY, EMAIL_FROM, OPERATOR_EMAIL, EMAIL_PASSWORD, "
+        "DATABASE_URL (or SUPABASE_URL and SUPABASE_KEY), PUBLIC_URL"
+    )
+
+
+def test_test_mode_refuses_live_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "test")
+    for name, value in PRODUCTION_REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STRIPE_SECRET", "rk_live_abc")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert str(raised.value) == (
+        "APP_ENV=test refuses these settings: "
+        "a live STRIPE_SECRET (APP_ENV=test runs only with Stripe test keys); "
+        "a live STRIPE_PUBLISHABLE_KEY (APP_ENV=test runs only with Stripe test keys)"
+    )

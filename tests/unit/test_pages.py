@@ -116,7 +116,12 @@ def test_payment_outcome_in_words(
 
 
 def test_stripe_js_is_stripes_own_without_an_api_override() -> None:
-    settings = Settings(_env_file=None, STRIPE_SECRET="sk_live_x", STRIPE_PUBLISHABLE_KEY="pk_x")
+    settings = Settings(
+        _env_file=None,
+        STRIPE_SECRET="sk_live_x",
+        STRIPE_PUBLISHABLE_KEY="pk_x",
+        STRIPE_WEBHOOK_SECRET="whsec_x",
+    )
     chosen = stripe_js(settings)
     assert (chosen.script_url, chosen.publishable_key, chosen.is_emulator) == (
         "https://js.stripe.com/v3/",
@@ -127,7 +132,11 @@ def test_stripe_js_is_stripes_own_without_an_api_override() -> None:
 
 def test_stripe_js_is_the_emulators_when_the_api_is_overridden() -> None:
     settings = Settings(
-        _env_file=None, STRIPE_SECRET="sk_test_x", STRIPE_API_BASE="http://localhost:8420/"
+        _env_file=None,
+        STRIPE_SECRET="sk_test_x",
+        STRIPE_PUBLISHABLE_KEY="pk_test_x",
+        STRIPE_WEBHOOK_SECRET="whsec_x",
+        STRIPE_API_BASE="http://localhost:8420/",
     )
     chosen = stripe_js(settings)
     assert (chosen.script_url, chosen.script_origins, chosen.connect_origins) == (
@@ -152,13 +161,13 @@ def test_every_page_shows_a_hostile_pod_name_and_address_as_text(settings: Setti
     record = session(pod_name=HOSTILE, pod_address=HOSTILE, payment_status=PaymentStatus.FAILED)
     chosen = stripe_js(settings)
     rendered = {
-        "pods": pod_list_page([pod]),
+        "pods": pod_list_page([pod], settings=settings),
         "book": booking_page(pod, settings=settings, stripe=chosen),
         "book (in use)": booking_page(replace(pod, in_use=True), settings=settings, stripe=chosen),
         "end-session": render_end_session(record, settings),
         "end-session (open)": render_end_session(replace(record, end_time=None), settings),
-        "pod not found": pod_not_found_page(HOSTILE),
-        "session not found": session_not_found_page(),
+        "pod not found": pod_not_found_page(HOSTILE, settings=settings),
+        "session not found": session_not_found_page(settings=settings),
     }
     for name, page in rendered.items():
         assert "<script>" not in page, name

@@ -127,9 +127,14 @@ def test_payment_intent_status_becomes_our_outcome(
 
 
 def test_client_goes_to_the_configured_api_base(settings: Settings) -> None:
-    local = Settings(_env_file=None, STRIPE_SECRET="sk_test_1", STRIPE_API_BASE="http://x:1/")
+    keys = {
+        "STRIPE_SECRET": "sk_test_1",
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_1",
+        "STRIPE_WEBHOOK_SECRET": "whsec_1",
+    }
+    local = Settings(_env_file=None, STRIPE_API_BASE="http://x:1/", **keys)
     client, _ = build_client(local)
     assert client._requestor.base_addresses["api"] == "http://x:1"  # type: ignore[attr-defined]
-    production = Settings(_env_file=None, STRIPE_SECRET="sk_test_1")
+    production = Settings(_env_file=None, **keys)
     client, _ = build_client(production)
     assert client._requestor.base_addresses["api"] == "https://api.stripe.com"  # type: ignore[attr-defined]
