@@ -32,9 +32,15 @@ SUPABASE_CLI = ROOT / "node_modules" / ".bin" / "supabase"
 PINNED = {
     "0001_init.sql": "eb22d717f226faf8a0eb9632c2ff934782b9847f7bb2857945a4ba2a5a261e84",
     "0002_access_code_work.sql": "04abe3790e588a85d88a70614ce54d70880c7a1b16f012fcc848089dd168bb99",
+    "0005_setup_intent_outcomes.sql": (
+        "77c2a45d92a745043f130a1fda50a70c1985f6bd765c7dc95f2b7db3cbe76a70"
+    ),
 }
 
-ALL_APPLIED = "applied 0001_init.sql, 0002_access_code_work.sql to Postgres at DATABASE_URL\n"
+ALL_APPLIED = (
+    "applied 0001_init.sql, 0002_access_code_work.sql, 0005_setup_intent_outcomes.sql "
+    "to Postgres at DATABASE_URL\n"
+)
 NOTHING_TO_APPLY = "nothing to apply: every migration is recorded on Postgres at DATABASE_URL\n"
 
 # What a schema is made of, to compare two databases or one before and after.
