@@ -7,13 +7,14 @@ access-code e-mail) is enforced by the database, so any replica may handle any r
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 from svc import email_manager, payments_manager, seam_accessor
 from svc.database_accessor import Database
 from svc.errors import ServiceError
-from svc.payments_manager import SetupIntentInfo
+from svc.payments_manager import SetupIntentInfo, SetupIntentNotFound, StripeEvent
 from svc.records import Pod, SessionRecord, StartSessionRequest
 from svc.schemas import BookingConfirmed, SetupIntentCreated, WebhookAck
 from svc.services import Services
@@ -62,6 +63,16 @@ class BookingNotStarted(ServiceError):
     status_code = 409
 
 
+class BookingExpired(ServiceError):
+    status_code = 409
+
+    def __init__(self, minutes: int) -> None:
+        super().__init__(
+            f"This booking has expired: the card was saved more than {minutes} minutes ago, "
+            "so the session did not start. You have not been charged. Please book again."
+        )
+
+
 # Saving a card
 
 
@@ -89,6 +100,24 @@ class StartResult:
     pod_name: str | None = None
 
 
+def _not_startable(setup: SetupIntentInfo) -> SetupIntentNotSucceeded | BookingNotStarted | None:
+    """Why Stripe's word on this SetupIntent cannot start a session (the error the page
+    gets), or None: it must have succeeded, with a card, for a Customer."""
+    if setup.status != "succeeded":
+        return SetupIntentNotSucceeded(setup.status)
+    if setup.payment_method_id is None:
+        return BookingNotStarted("The card setup has no card attached; confirm the card first.")
+    if setup.customer_id is None:
+        return BookingNotStarted("The card setup has no customer; create it with this service.")
+    return None
+
+
+def _is_stale(setup: SetupIntentInfo, *, window_minutes: int) -> bool:
+    """Created longer ago than the booking window, by this service's clock: a card saved
+    then and confirmed or delivered late is not a booking the customer still expects."""
+    return setup.created is None or time.time() - setup.created > window_minutes * 60
+
+
 async def _pod_of_setup(db: Database, setup: SetupIntentInfo) -> Pod | None:
     raw_id = setup.metadata.get("pod_id", "")
     if raw_id.isdigit():
@@ -106,12 +135,19 @@ async def start_session(
     event_id: str | None = None,
     event_type: str | None = None,
 ) -> StartResult:
+    """Start the session of a SetupIntent as Stripe's API gave it (never as an event's body
+    tells it), or say why not. Its first real attempt decides for good, in the database."""
     db, settings = services.db, services.settings
     existing = await db.get_session_by_setup_intent(setup.id)
     if existing is not None:
         if event_id is not None and not await db.record_event(event_id, event_type or ""):
             return StartResult(StartOutcomeKind.DUPLICATE, existing)
         return StartResult(StartOutcomeKind.EXISTING, existing)
+    if _not_startable(setup) is not None:
+        return StartResult(StartOutcomeKind.NOT_READY)
+    if _is_stale(setup, window_minutes=settings.BOOKING_WINDOW_MINUTES):
+        logger.info("booking.expired setup_intent=%s", setup.id)
+        return StartResult(StartOutcomeKind.EXPIRED)
 
     pod = await _pod_of_setup(db, setup)
     if pod is None:
@@ -133,8 +169,7 @@ async def start_session(
             await db.queue_emails(alert)
         services.outbox.wake()
         return StartResult(StartOutcomeKind.UNKNOWN_POD)
-    if setup.customer_id is None:
-        raise BookingNotStarted("The card setup has no customer; create it with this service.")
+    assert setup.customer_id is not None  # checked by _not_startable
 
     found = await payments_manager.customer_email(
         services.stripe, customer_id=setup.customer_id, payment_method_id=setup.payment_method_id
@@ -187,6 +222,10 @@ async def start_session(
     if outcome.outcome is StartOutcomeKind.POD_UNAVAILABLE:
         logger.info("booking.pod_unavailable pod=%s setup_intent=%s", pod.name, setup.id)
         return StartResult(StartOutcomeKind.POD_UNAVAILABLE, pod_name=pod.name)
+    if outcome.outcome is StartOutcomeKind.REFUSED_BEFORE:
+        # No second "pod unavailable" e-mail: the first attempt told the customer.
+        logger.info("booking.refused_before pod=%s setup_intent=%s", pod.name, setup.id)
+        return StartResult(StartOutcomeKind.REFUSED_BEFORE, pod_name=pod.name)
     if outcome.outcome is StartOutcomeKind.DUPLICATE:
         return StartResult(StartOutcomeKind.DUPLICATE)
     assert outcome.session_id is not None
@@ -235,11 +274,15 @@ async def confirm_booking(
         setup.client_secret.encode(), client_secret.encode()
     ):
         raise ClientSecretMismatch()
-    if setup.status != "succeeded":
-        raise SetupIntentNotSucceeded(setup.status)
+    refusal = _not_startable(setup)
+    if refusal is not None:
+        raise refusal
     result = await start_session(services, setup=setup)
-    if result.outcome is StartOutcomeKind.POD_UNAVAILABLE:
+    if result.outcome in (StartOutcomeKind.POD_UNAVAILABLE, StartOutcomeKind.REFUSED_BEFORE):
+        # Refused before (by the webhook, or an earlier call): the same answer, for good.
         raise PodTaken(result.pod_name or "")
+    if result.outcome is StartOutcomeKind.EXPIRED:
+        raise BookingExpired(services.settings.BOOKING_WINDOW_MINUTES)
     if result.outcome is StartOutcomeKind.UNKNOWN_POD:
         raise PodNotFound(f"named {setup.metadata.get('pod_name', '')!r}")
     assert result.session is not None
@@ -266,16 +309,41 @@ async def handle_webhook(
         logger.info("webhook.duplicate event_id=%s type=%s", event.id, event.type)
         return WebhookAck(status="duplicate")
     if event.type == "setup_intent.succeeded":
-        setup = SetupIntentInfo.from_dict(event.object)
-        if setup.status != "succeeded":
-            return WebhookAck(status="ignored")
-        result = await start_session(
-            services, setup=setup, event_id=event.id, event_type=event.type
-        )
-        return WebhookAck(
-            status="duplicate" if result.outcome is StartOutcomeKind.DUPLICATE else "success"
-        )
+        return await _start_from_event(services, event)
     if event.type in ("payment_intent.succeeded", "payment_intent.payment_failed"):
         return await reconcile_payment(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
     return WebhookAck(status="ignored")
+
+
+async def _start_from_event(services: Services, event: StripeEvent) -> WebhookAck:
+    """`setup_intent.succeeded`: the event names the SetupIntent; Stripe's API says what it
+    is. What cannot start a session is acknowledged (`ignored`), so that Stripe stops
+    retrying; an outage of Stripe answers 503, so that it retries."""
+    setup_intent_id = event.object.get("id")
+    if not isinstance(setup_intent_id, str) or not setup_intent_id.startswith("seti_"):
+        logger.warning("webhook.ignored event_id=%s reason=no_setup_intent_id", event.id)
+        return WebhookAck(status="ignored")
+    try:
+        setup = await payments_manager.retrieve_setup_intent(services.stripe, setup_intent_id)
+    except SetupIntentNotFound:
+        logger.warning(
+            "webhook.ignored event_id=%s setup_intent=%s reason=unknown_to_stripe",
+            event.id,
+            setup_intent_id,
+        )
+        return WebhookAck(status="ignored")
+    result = await start_session(services, setup=setup, event_id=event.id, event_type=event.type)
+    if result.outcome in (StartOutcomeKind.NOT_READY, StartOutcomeKind.EXPIRED):
+        logger.warning(
+            "webhook.ignored event_id=%s setup_intent=%s reason=%s",
+            event.id,
+            setup.id,
+            result.outcome.value,
+        )
+        return WebhookAck(status="ignored")
+    if result.outcome in (StartOutcomeKind.DUPLICATE, StartOutcomeKind.REFUSED_BEFORE):
+        # refused_before: this SetupIntent was decided already (pod unavailable); the event
+        # is recorded and repeats that decision, like a redelivery.
+        return WebhookAck(status="duplicate")
+    return WebhookAck(status="success")

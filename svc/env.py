@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     MINIMUM_CHARGE_PENCE: int = Field(default=30, ge=0)
     FREE_MINUTES: int = Field(default=0, ge=0)
     MAX_SESSION_MINUTES: int = Field(default=180, ge=1)
+    # A saved card starts a session only this long after its SetupIntent was created.
+    BOOKING_WINDOW_MINUTES: int = Field(default=30, ge=1)
     ACCESS_CODE_LENGTH: int = Field(default=6, ge=4, le=10)
     TIMEZONE: str = "Europe/London"
 

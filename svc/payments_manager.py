@@ -55,7 +55,7 @@ class InvalidWebhook(ServiceError):
 
 @dataclass(frozen=True, slots=True)
 class SetupIntentInfo:
-    """What the service needs of a SetupIntent, from the API or from an event."""
+    """What the service needs of a SetupIntent, as Stripe's API answers for it."""
 
     id: str
     status: str
@@ -63,9 +63,12 @@ class SetupIntentInfo:
     customer_id: str | None
     payment_method_id: str | None
     metadata: dict[str, str]
+    created: int | None = None
+    """When Stripe created it, in seconds since the epoch."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SetupIntentInfo":
+        created = data.get("created")
         return cls(
             id=str(data["id"]),
             status=str(data.get("status")),
@@ -73,6 +76,7 @@ class SetupIntentInfo:
             customer_id=_id_of(data.get("customer")),
             payment_method_id=_id_of(data.get("payment_method")),
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            created=created if isinstance(created, int) and not isinstance(created, bool) else None,
         )
 
 
@@ -162,6 +166,7 @@ async def create_setup_intent(
 async def retrieve_setup_intent(
     client: stripe.StripeClient, setup_intent_id: str
 ) -> SetupIntentInfo:
+    """The SetupIntent as Stripe has it now: what a start is decided on, never an event's copy."""
     try:
         setup_intent = await client.v1.setup_intents.retrieve_async(setup_intent_id)
     except stripe.InvalidRequestError:

@@ -56,6 +56,12 @@ class StartOutcomeKind(StrEnum):
     CODE_CLASH = "code_clash"
     """The access code chosen is held by another open session on the same lock: retry."""
     UNKNOWN_POD = "unknown_pod"
+    REFUSED_BEFORE = "refused_before"
+    """The SetupIntent was refused before (the pod was unavailable): it never starts one."""
+    NOT_READY = "not_ready"
+    """Stripe says the SetupIntent has not succeeded, or has no card or no Customer."""
+    EXPIRED = "expired"
+    """The SetupIntent was created more than BOOKING_WINDOW_MINUTES ago."""
 
 
 class PaymentRecorded(StrEnum):

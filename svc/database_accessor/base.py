@@ -266,7 +266,9 @@ class Database(ABC):
         return await self._get_session({"p_setup_intent_id": setup_intent_id})
 
     async def start_session(self, request: StartSessionRequest) -> StartOutcome:
-        function = "qwip_start_session"
+        """Start the SetupIntent's session, or say why not; its first attempt decides for
+        good (started, or pod unavailable), recorded in the same transaction."""
+        function = "qwip_start_session_once"
         started, unavailable = request.started_email, request.unavailable_email
         result = await self._call_value(
             function,

@@ -1,5 +1,6 @@
 """localstripe, Stripe's stand-in in local mode, in the tests and in the benchmark: the
-launcher, and what it changes in localstripe (Stripe's idempotency among it). Run it alone with
+launcher, and what it changes in localstripe (Stripe's idempotency among it, and a test aid
+that ages an object). Run it alone with
 `python -m svc.local.localstripe localstripe --port 8420 --state-file FILE`.
 """
 
@@ -124,6 +125,7 @@ def _run_localstripe(
     # would charge twice here and not at Stripe (svc/local/idempotency.py).
     keys = Idempotency(state_file.with_name(state_file.name + ".keys") if persist else None)
     keys.install(server.app)
+    _add_aging(resources, server.app)
     if not from_scratch:
         resources.store.try_load_from_disk()
         keys.load()
@@ -140,6 +142,32 @@ def _run_localstripe(
     web.run_app(
         server.app, sock=listener, access_log=access_log, print=None, loop=uvloop.new_event_loop()
     )
+
+
+AGE_PATH = "/_config/qwip/age/{id}"
+
+
+def _add_aging(resources: Any, app: Any) -> None:
+    """A test aid Stripe has no counterpart of: `POST /_config/qwip/age/<id>` with `seconds`
+    moves the object's `created` that far back, so that a test can hold an old SetupIntent
+    (one past the booking window) without waiting for it to grow old."""
+    from aiohttp import web
+
+    async def age(request: web.Request) -> web.Response:
+        object_id = request.match_info["id"]
+        form = await request.post()
+        try:
+            seconds = int(str(form.get("seconds", "")))
+        except ValueError:
+            return web.json_response({"error": {"message": "seconds: an integer"}}, status=400)
+        for key, value in dict.items(resources.store):
+            if key.split(":", 1)[-1] == object_id:
+                value.created -= seconds
+                resources.store[key] = value  # saved to the state file like any change
+                return web.json_response({"id": object_id, "created": value.created})
+        return web.json_response({"error": {"message": f"no object {object_id!r}"}}, status=404)
+
+    app.router.add_post(AGE_PATH, age)
 
 
 def _index_by_type(resources: Any) -> Callable[[], None]:

@@ -24,6 +24,7 @@ from tests.support.settings import OPERATOR, WEBHOOK_SECRET
 from tests.support.stripe_helpers import (
     CARD_DECLINED_AT_CHARGE,
     CARD_NEEDS_AUTHENTICATION,
+    card_saved_outside_the_service,
     payment_intents_of,
     sign,
     signed_event,
@@ -684,8 +685,10 @@ async def test_setup_for_an_unknown_pod_starts_nothing_and_tells_the_operator(
     sql: asyncpg.Connection,
     pod_ids: dict[str, int],
 ) -> None:
-    card = await save_card(client, stripe_client)
-    ghost = {**card.setup_intent, "metadata": {"pod_id": "999", "pod_name": "ghost"}}
+    # Stripe itself must name the unknown pod: an event's body is never believed.
+    ghost = await card_saved_outside_the_service(
+        stripe_client, metadata={"pod_id": "999", "pod_name": "ghost"}, email=CUSTOMER
+    )
     response = await deliver(client, "setup_intent.succeeded", ghost)
     assert (response.status_code, response.json()) == (200, {"status": "success"})
     [alert] = await mailbox.wait_for("operator_alert")

@@ -207,10 +207,81 @@ async def test_pod_in_use_queues_one_unavailable_email(
     await db.start_session(start_request(pod.id, setup_intent="seti_a"))
     other = start_request(pod.id, setup_intent="seti_b", code="654321")
     assert (await db.start_session(other)).outcome == "pod_unavailable"
-    assert (await db.start_session(other)).outcome == "pod_unavailable"
+    # the refusal is final (0005): the second attempt is told so, and queues nothing
+    assert (await db.start_session(other)).outcome == "refused_before"
     assert await db.get_session_by_id(other.session_id) is None
     kinds = await sql.fetch("select kind from email_outbox order by id")
     assert [row["kind"] for row in kinds] == ["access_code", "pod_unavailable"]
+
+
+async def test_a_setup_intent_refused_for_a_busy_pod_never_starts_once_it_is_free(
+    db: Database, sql: asyncpg.Connection
+) -> None:
+    pod = await db.insert_pod(POD)
+    holder = start_request(pod.id, setup_intent="seti_holder", code="111111")
+    await db.start_session(holder)
+    late = start_request(pod.id, setup_intent="seti_late", code="222222")
+    assert (await db.start_session(late)).outcome == "pod_unavailable"
+    await db.end_session(holder.session_id, max_minutes=180, lease_seconds=60)
+    assert (await db.get_pod_by_id(pod.id)).in_use is False  # type: ignore[union-attr]
+
+    # Stripe's retry of the event, then the page's call: the pod is free, nothing starts
+    by_event = await db.start_session(replace(late, event_id="evt_late", event_type="x"))
+    assert (by_event.outcome, by_event.session_id) == ("refused_before", None)
+    assert await db.is_event_processed("evt_late")
+    assert (await db.start_session(late)).outcome == "refused_before"
+    assert await db.get_session_by_setup_intent("seti_late") is None
+    assert (await db.get_pod_by_id(pod.id)).in_use is False  # type: ignore[union-attr]
+    decided = await sql.fetch(
+        "select setup_intent_id, outcome, session_id from setup_intent_outcomes order by 1"
+    )
+    assert [tuple(row) for row in decided] == [
+        ("seti_holder", "started", holder.session_id),
+        ("seti_late", "pod_unavailable", None),
+    ]
+    kinds = await sql.fetch("select kind, recipient from email_outbox order by id")
+    assert [tuple(row) for row in kinds] == [
+        ("access_code", "ada@example.com"),
+        ("pod_unavailable", "ada@example.com"),
+    ]
+    # another SetupIntent may take the free pod
+    other = start_request(pod.id, setup_intent="seti_other", code="333333")
+    assert (await db.start_session(other)).outcome == "started"
+
+
+async def test_the_old_start_function_keeps_the_final_refusal(
+    db: Database, sql: asyncpg.Connection
+) -> None:
+    # A replica of the previous release, during a rolling deploy, calls the old function.
+    pod = await db.insert_pod(POD)
+    holder = start_request(pod.id, setup_intent="seti_holder", code="111111")
+    await db.start_session(holder)
+    assert (await db.start_session(start_request(pod.id, setup_intent="seti_late"))).outcome == (
+        "pod_unavailable"
+    )
+    await db.end_session(holder.session_id, max_minutes=180, lease_seconds=60)
+    answer = await sql.fetchval(
+        "select qwip_start_session(null, null, $1, 'seti_late', $2, 'ada@example.com', "
+        "'cus_1', 'pm_1', '222222', 0, null, null)::text",
+        uuid4(),
+        pod.id,
+    )
+    assert json.loads(answer) == {"outcome": "pod_unavailable"}
+    assert await db.get_session_by_setup_intent("seti_late") is None
+    # and what it starts is recorded as decided too
+    fresh = await sql.fetchval(
+        "select qwip_start_session(null, null, $1, 'seti_new', $2, null, "
+        "'cus_1', 'pm_1', '333333', 0, null, null) ->> 'outcome'",
+        uuid4(),
+        pod.id,
+    )
+    assert fresh == "started"
+    assert (
+        await sql.fetchval(
+            "select outcome from setup_intent_outcomes where setup_intent_id = 'seti_new'"
+        )
+        == "started"
+    )
 
 
 async def test_a_recent_code_on_the_same_pod_is_refused(db: Database) -> None:
@@ -233,6 +304,22 @@ async def test_concurrent_starts_on_one_pod_open_exactly_one_session(
     assert sorted(o.outcome for o in outcomes).count("started") == 1
     assert sorted(o.outcome for o in outcomes).count("pod_unavailable") == 29
     assert await sql.fetchval("select count(*) from pod_sessions where end_time is null") == 1
+    # every loser's refusal is final
+    decided = await sql.fetch("select outcome, count(*) from setup_intent_outcomes group by 1")
+    assert sorted(tuple(row) for row in decided) == [("pod_unavailable", 29), ("started", 1)]
+
+
+async def test_concurrent_attempts_of_one_refused_setup_intent_agree(
+    db: Database, sql: asyncpg.Connection
+) -> None:
+    pod = await db.insert_pod(POD)
+    await db.start_session(start_request(pod.id, setup_intent="seti_holder", code="111111"))
+    late = start_request(pod.id, setup_intent="seti_late", code="222222")
+    outcomes = await asyncio.gather(*(db.start_session(late) for _ in range(10)))
+    assert sorted(o.outcome for o in outcomes) == ["pod_unavailable"] + ["refused_before"] * 9
+    assert (
+        await sql.fetchval("select count(*) from email_outbox where kind = 'pod_unavailable'") == 1
+    )
 
 
 async def test_concurrent_starts_of_one_setup_intent_agree(db: Database) -> None:
@@ -755,6 +842,8 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_service_only(text[])",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,jsonb)",
+        "qwip_start_session_once(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,"
+        "jsonb)",
         "qwip_update_access_code_status(uuid,text,text)",
     ]
     assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [
@@ -795,7 +884,15 @@ async def test_anon_sees_no_rows_and_writes_none_where_the_service_role_sees_all
             ):
                 await connection.fetch("select * from qwip_get_session(gen_random_uuid())")
         async with connection.transaction():
+            await connection.execute("set local role anon")
+            # the SetupIntents' outcomes (0005): not even readable
+            with pytest.raises(
+                asyncpg.InsufficientPrivilegeError, match="permission denied for table"
+            ):
+                await connection.fetchval("select count(*) from setup_intent_outcomes")
+        async with connection.transaction():
             await connection.execute("set local role service_role")
+            assert await connection.fetchval("select count(*) from setup_intent_outcomes") == 1
             assert await connection.fetchval("select count(*) from pods") == 1
             assert await connection.fetchval("select count(*) from pod_sessions") == 1
             assert await connection.fetchval("select count(*) from email_outbox") == 1

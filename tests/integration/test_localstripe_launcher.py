@@ -184,3 +184,39 @@ async def test_localstripe_replays_a_charge_and_a_decline_by_key_even_after_a_re
         assert [(e["idempotency_key"], e["replayed"]) for e in log] == [("charge-1", True)]
     finally:
         stop_process(process)
+
+
+async def test_localstripe_ages_an_object_for_the_tests_and_keeps_it_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.pickle"
+    port = free_port()
+    base = f"http://localhost:{port}"
+    process = start_localstripe(port, state_file=state, fresh=True)
+    try:
+        intent = await sdk(base).v1.setup_intents.create_async(params={"usage": "off_session"})
+        async with httpx.AsyncClient(base_url=base) as http:
+            aged = await http.post(f"/_config/qwip/age/{intent.id}", data={"seconds": 1860})
+            assert (aged.status_code, aged.json()) == (
+                200,
+                {"id": intent.id, "created": intent.created - 1860},
+            )
+            unknown = await http.post("/_config/qwip/age/seti_nope", data={"seconds": 60})
+            assert (unknown.status_code, unknown.json()) == (
+                404,
+                {"error": {"message": "no object 'seti_nope'"}},
+            )
+            bad = await http.post(f"/_config/qwip/age/{intent.id}", data={"seconds": "a lot"})
+            assert (bad.status_code, bad.json()) == (
+                400,
+                {"error": {"message": "seconds: an integer"}},
+            )
+    finally:
+        stop_process(process)
+
+    process = start_localstripe(port, state_file=state)
+    try:
+        again = await sdk(base).v1.setup_intents.retrieve_async(intent.id)
+        assert again.created == intent.created - 1860
+    finally:
+        stop_process(process)

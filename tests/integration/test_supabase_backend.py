@@ -174,7 +174,7 @@ async def test_a_booking_runs_end_to_end_on_supabase(
     assert await sql.fetchval("select count(*) from email_outbox where kind = 'access_code'") == 1
     called = {r.url.path for r in postgrest.requests}
     assert {
-        "/rest/v1/rpc/qwip_start_session",
+        "/rest/v1/rpc/qwip_start_session_once",
         "/rest/v1/rpc/qwip_end_session",
         "/rest/v1/rpc/qwip_claim_charge",
         "/rest/v1/rpc/qwip_record_payment",

@@ -19,7 +19,7 @@ from tests.reliability.conftest import (
 )
 from tests.support.booking import confirm_booking
 from tests.support.settings import OPERATOR
-from tests.support.stripe_helpers import event_body, sign
+from tests.support.stripe_helpers import card_saved_outside_the_service, event_body, sign
 
 Snapshot = dict[str, Any]
 
@@ -181,9 +181,13 @@ async def test_a_replayed_event_with_a_new_timestamp_is_a_duplicate(
 
 
 async def test_an_event_for_a_pod_that_does_not_exist_starts_nothing_and_tells_the_operator(
-    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, webhook_card: dict[str, Any]
+    fresh: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection
 ) -> None:
-    ghost = {**webhook_card, "metadata": {"pod_id": "424242", "pod_name": "no-such-pod"}}
+    # Stripe itself must name the pod that does not exist: an event's body is never believed.
+    assert fresh.stripe is not None
+    ghost = await card_saved_outside_the_service(
+        fresh.stripe, metadata={"pod_id": "424242", "pod_name": "no-such-pod"}
+    )
     body = event_body("setup_intent.succeeded", ghost)
     response = await http.post(f"{fresh.url(0)}/webhook/stripe", content=body, headers=signed(body))
     assert (response.status_code, response.json()) == (200, {"status": "success"})

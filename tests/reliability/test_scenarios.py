@@ -122,7 +122,7 @@ async def test_3_thirty_customers_race_for_one_free_pod(
         *(deliver(http, fresh.url(i), card) for i, card in enumerate(cards))
     )
     assert {(r.status_code, r.json()["status"]) for r in responses} == {(200, "success")}
-    rows = await sql.fetch("select user_email from pod_sessions where end_time is null")
+    rows = await sql.fetch("select id, user_email from pod_sessions where end_time is null")
     assert len(rows) == 1
     winner = rows[0]["user_email"]
     sorry = await fresh.mailbox.wait_for("pod_unavailable", count=29)
@@ -133,9 +133,28 @@ async def test_3_thirty_customers_race_for_one_free_pod(
     )
     for card in cards:
         assert await payment_intents_of(fresh.stripe, card.customer_id) == []
+    # Every loser's refusal is final: Stripe's retries, once the pod is free, start nothing.
+    decided = await sql.fetch(
+        "select o.outcome, s.user_email from setup_intent_outcomes o "
+        "left join pod_sessions s on s.id = o.session_id"
+    )
+    assert sorted((row["outcome"], row["user_email"]) for row in decided) == sorted(
+        [("started", winner)] + [("pod_unavailable", None)] * 29
+    )
+    await http.post(f"{fresh.url(0)}/api/end-session", json={"sessionId": str(rows[0]["id"])})
+    # Events delivered late for the first time (as in issue 15): the winner's finds its
+    # session ("success"), every loser's the refusal ("duplicate").
+    late = await asyncio.gather(
+        *(deliver(http, fresh.url(i), card) for i, card in enumerate(cards))
+    )
+    assert sorted(r.json()["status"] for r in late) == ["duplicate"] * 29 + ["success"]
+    assert await sql.fetchval("select count(*) from pod_sessions where end_time is null") == 0
+    await quiet()
+    assert len(fresh.mailbox.messages("pod_unavailable")) == 29
+    assert len(fresh.mailbox.messages("access_code")) == 1
     report(
         "3. 30 customers, one free pod, events at once: 1 open session, "
-        "29 'pod unavailable' e-mails, 0 charges"
+        "29 'pod unavailable' e-mails, 0 charges; 30 late events after it ends start nothing"
     )
 
 

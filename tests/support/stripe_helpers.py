@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any
 
+import httpx
 import stripe
 
 CARD_OK = "4242424242424242"
@@ -48,6 +49,32 @@ async def confirm_card(
         # The cardholder completes 3D Secure: localstripe takes a second confirmation.
         intent = await client.v1.setup_intents.confirm_async(setup_intent_id)
     return intent.to_dict()
+
+
+async def card_saved_outside_the_service(
+    client: stripe.StripeClient,
+    *,
+    metadata: dict[str, str],
+    card: str = CARD_OK,
+    email: str | None = None,
+) -> dict[str, Any]:
+    """A Customer and a confirmed SetupIntent made straight at Stripe, with the metadata
+    given (e.g. naming a pod that does not exist): what Stripe then says of it."""
+    customer = await client.v1.customers.create_async(params={"email": email} if email else {})
+    intent = await client.v1.setup_intents.create_async(
+        params={"customer": customer.id, "usage": "off_session", "metadata": metadata}
+    )
+    return await confirm_card(client, intent.id, card=card, email=None)
+
+
+def age(stripe_base_url: str, object_id: str, *, seconds: int) -> int:
+    """Move a localstripe object's `created` `seconds` back (the launcher's test aid);
+    its new `created`."""
+    response = httpx.post(
+        f"{stripe_base_url}/_config/qwip/age/{object_id}", data={"seconds": seconds}, timeout=5
+    )
+    response.raise_for_status()
+    return int(response.json()["created"])
 
 
 def sign(payload: bytes, secret: str, *, timestamp: int | None = None) -> str:

@@ -491,13 +491,18 @@ async def test_start_session_is_one_rpc(connect: Connect) -> None:
     database, fake = await connect(
         rows(200, {"outcome": "started", "session_id": str(SESSION)}),
         rows(200, {"outcome": "pod_unavailable"}),
+        rows(200, {"outcome": "refused_before"}),
     )
     assert await database.start_session(START) == StartOutcome("started", SESSION)
     assert await database.start_session(START) == StartOutcome("pod_unavailable", None)
+    # the SetupIntent was decided before (pod unavailable): it never starts a session
+    assert await database.start_session(START) == StartOutcome("refused_before", None)
+    assert len(fake.requests) == 3
+    # the version that records each SetupIntent's outcome (0005), not the old entry point
     assert_request(
         fake.requests[0],
         "POST",
-        "/rest/v1/rpc/qwip_start_session",
+        "/rest/v1/rpc/qwip_start_session_once",
         body={
             "p_event_id": "evt_1",
             "p_event_type": "setup_intent.succeeded",
