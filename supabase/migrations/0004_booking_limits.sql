@@ -17,16 +17,12 @@ create index if not exists booking_attempts_time on booking_attempts (created_at
 alter table booking_attempts enable row level security;
 
 
--- Take one slot under every key at once, or none: 0 when the card setup may go ahead (a
+-- Take one slot under every key of p_limits ({key: limit}) at once, or none: 0 when the card setup may go ahead (a
 -- row is then recorded under each key), else the seconds until the fullest key frees a
 -- slot. Each key's advisory lock (taken in a fixed order, so two callers never wait on
 -- each other crosswise) makes the count and the record one step: two replicas cannot both
 -- see the last free slot.
-create or replace function qwip_take_booking_slot(
-    p_keys text[],
-    p_limits integer[],
-    p_window_seconds integer
-)
+create or replace function qwip_take_booking_slot(p_limits jsonb, p_window_seconds integer)
 returns integer
 language plpgsql
 set search_path = public
@@ -39,10 +35,7 @@ declare
     v_frees_at timestamptz;
     v_wait integer := 0;
 begin
-    if coalesce(array_length(p_keys, 1), 0) <> coalesce(array_length(p_limits, 1), 0) then
-        raise exception 'qwip_take_booking_slot: one limit per key';
-    end if;
-    for v_key in select k from unnest(p_keys) as k order by k loop
+    for v_key in select key from jsonb_each(p_limits) order by key loop
         perform pg_advisory_xact_lock(hashtextextended('qwip_booking:' || v_key, 0));
     end loop;
 
@@ -52,9 +45,7 @@ begin
         select id from booking_attempts where created_at < now() - v_window limit 100
     );
 
-    for i in 1 .. coalesce(array_length(p_keys, 1), 0) loop
-        v_key := p_keys[i];
-        v_limit := p_limits[i];
+    for v_key, v_limit in select key, value::integer from jsonb_each_text(p_limits) loop
         select count(*) into v_count
         from booking_attempts
         where key = v_key and created_at > now() - v_window;
@@ -76,27 +67,27 @@ begin
         return v_wait;
     end if;
 
-    insert into booking_attempts (key) select unnest(p_keys);
+    insert into booking_attempts (key) select key from jsonb_each(p_limits);
     return 0;
 end;
 $$;
 
 
 -- Only the service may call it: not public, not anon, not signed-in end users.
-revoke all on function qwip_take_booking_slot(text[], integer[], integer) from public;
+revoke all on function qwip_take_booking_slot(jsonb, integer) from public;
 do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'anon') then
-        revoke all on function qwip_take_booking_slot(text[], integer[], integer) from anon;
+        revoke all on function qwip_take_booking_slot(jsonb, integer) from anon;
         revoke all on table booking_attempts from anon;
     end if;
     if exists (select 1 from pg_roles where rolname = 'authenticated') then
-        revoke all on function qwip_take_booking_slot(text[], integer[], integer)
+        revoke all on function qwip_take_booking_slot(jsonb, integer)
             from authenticated;
         revoke all on table booking_attempts from authenticated;
     end if;
     if exists (select 1 from pg_roles where rolname = 'service_role') then
-        grant execute on function qwip_take_booking_slot(text[], integer[], integer)
+        grant execute on function qwip_take_booking_slot(jsonb, integer)
             to service_role;
     end if;
 end;

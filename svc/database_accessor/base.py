@@ -397,11 +397,7 @@ class Database(ABC):
         function = "qwip_take_booking_slot"
         wait = await self._call_value(
             function,
-            {
-                "p_keys": list(limits),
-                "p_limits": list(limits.values()),
-                "p_window_seconds": window_seconds,
-            },
+            {"p_limits": dict(limits), "p_window_seconds": window_seconds},
         )
         return self._expect(wait, int, function)
 

@@ -32,9 +32,13 @@ SUPABASE_CLI = ROOT / "node_modules" / ".bin" / "supabase"
 PINNED = {
     "0001_init.sql": "eb22d717f226faf8a0eb9632c2ff934782b9847f7bb2857945a4ba2a5a261e84",
     "0002_access_code_work.sql": "04abe3790e588a85d88a70614ce54d70880c7a1b16f012fcc848089dd168bb99",
+    "0004_booking_limits.sql": "4b2b5128df87eb28718eff131179a3b44ab9138ce08ce437c0ee65b115b7728a",
 }
 
-ALL_APPLIED = "applied 0001_init.sql, 0002_access_code_work.sql to Postgres at DATABASE_URL\n"
+ALL_APPLIED = (
+    "applied 0001_init.sql, 0002_access_code_work.sql, 0004_booking_limits.sql "
+    "to Postgres at DATABASE_URL\n"
+)
 NOTHING_TO_APPLY = "nothing to apply: every migration is recorded on Postgres at DATABASE_URL\n"
 
 # What a schema is made of, to compare two databases or one before and after.
