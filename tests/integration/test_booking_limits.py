@@ -457,3 +457,24 @@ async def test_turnstile_down_is_503_and_creates_nothing(
         },
     )
     assert await customers_at(localstripe_url) == before
+
+
+async def test_the_booking_page_shows_turnstile_only_when_it_is_on(
+    make_settings: SettingsFactory, pods: dict[str, int]
+) -> None:
+    on = make_settings(TURNSTILE_SITE_KEY="0x-site", TURNSTILE_SECRET_KEY="0x-secret")
+    async with serving(create_app(on)) as http:
+        page = await http.get("/book?podName=pod1")
+    csp = dict(part.split(" ", 1) for part in page.headers["content-security-policy"].split("; "))
+    assert csp["script-src"].endswith(" https://challenges.cloudflare.com")
+    assert csp["frame-src"].endswith(" https://challenges.cloudflare.com")
+    assert "challenges.cloudflare.com" not in csp["connect-src"]
+    assert 'data-turnstile-site-key="0x-site"' in page.text
+    assert (
+        '<script defer src="https://challenges.cloudflare.com/turnstile/v0/api.js?render=explicit">'
+        in page.text
+    )
+    assert '<div id="turnstile"' in page.text
+    async with serving(create_app(make_settings())) as http:
+        page = await http.get("/book?podName=pod1")
+    assert "cloudflare" not in page.headers["content-security-policy"] + page.text
