@@ -722,6 +722,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_service_only(text[])",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,jsonb)",
+        "qwip_take_booking_slot(jsonb,integer)",
         "qwip_update_access_code_status(uuid,text,text)",
     ]
     assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [
