@@ -82,6 +82,7 @@ async def require_own_origin(request: Request, services: ServicesDep) -> None:
     "/api/create-setup-intent",
     response_model=SetupIntentCreated,
     responses=_documented(
+        400,
         404,
         409,
         413,
