@@ -273,7 +273,7 @@ async def book_sessions(stack: Stack, http: httpx.AsyncClient, pod_names: list[s
 async def save_bench_card(
     stack: Stack, http: httpx.AsyncClient, stripe: StripeClient, pod: str
 ) -> SavedCard:
-    email = f"{pod}@bench.test"
+    email = f"{pod}@bench.example"
     return await save_card(
         http, stripe, pod=pod, email=email, card_email=email, base_url=stack.service.url
     )
@@ -493,7 +493,7 @@ async def measure_booking_latency(
                 f"{stack.service.url}/webhook/stripe", content=body, headers=headers
             )
             assert response.json() == {"status": "success"}, response.text
-            recipient = f"{name}@bench.test"
+            recipient = f"{name}@bench.example"
             while recipient not in stack.sink.arrivals:
                 await asyncio.sleep(0.0005)
                 if time.perf_counter() - started > 10:
@@ -566,10 +566,9 @@ async def measure_round_trips(stack: Stack, http: httpx.AsyncClient) -> dict[str
     stripe = sdk(stack.stripe_url)
     intents = []
     for name in names:
-        # no e-mail on the page: the card's billing one is the customer's
-        card = await save_card(
-            http, stripe, pod=name, email=None, card_email=f"{name}@t.test", base_url=base
-        )
+        # the booking page's POST takes an e-mail; the card carries the same one
+        email = f"{name}@trips.example"
+        card = await save_card(http, stripe, pod=name, email=email, card_email=email, base_url=base)
         intents.append(card.setup_intent)
 
     def webhook(intent: dict[str, Any]) -> Callable[[], Awaitable[Any]]:

@@ -82,6 +82,18 @@ class Settings(BaseSettings):
     END_SESSION_URL: str | None = None
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
 
+    # Booking abuse limits: card setups per client IP and per e-mail in a sliding window,
+    # counted in the database (exact across replicas). FORWARDED_ALLOW_IPS: the peers
+    # (addresses, networks, or *) whose X-Forwarded-For names the client; uvicorn reads it too.
+    BOOKING_RATE_LIMIT_PER_IP: int = Field(default=10, ge=1)
+    BOOKING_RATE_LIMIT_PER_EMAIL: int = Field(default=5, ge=1)
+    BOOKING_RATE_LIMIT_WINDOW_SECONDS: int = Field(default=600, ge=1)
+    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
+    # Cloudflare Turnstile on the booking page: on when both keys are set.
+    TURNSTILE_SITE_KEY: str | None = None
+    TURNSTILE_SECRET_KEY: SecretStr | None = None
+    TURNSTILE_VERIFY_URL: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+
     # Business rules
     CURRENCY: str = "gbp"
     MINIMUM_CHARGE_PENCE: int = Field(default=30, ge=0)
@@ -139,6 +151,14 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith("seam_"):
             raise ValueError("SEAM_API_KEY must be a Seam API key, which starts with seam_")
         return value
+
+    @model_validator(mode="after")
+    def _turnstile_keys_together(self) -> Self:
+        if _is_set(self.TURNSTILE_SITE_KEY) != _is_set(self.TURNSTILE_SECRET_KEY):
+            raise ValueError(
+                "TURNSTILE_SITE_KEY and TURNSTILE_SECRET_KEY go together: set both, or neither"
+            )
+        return self
 
     @field_validator("SEAM_ENDPOINT")
     @classmethod
@@ -379,6 +399,16 @@ class Settings(BaseSettings):
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.TIMEZONE)
+
+    @property
+    def uses_turnstile(self) -> bool:
+        return _is_set(self.TURNSTILE_SITE_KEY) and _is_set(self.TURNSTILE_SECRET_KEY)
+
+    @property
+    def booking_origins(self) -> set[str]:
+        """The origins whose pages may start a card setup: PUBLIC_URL's and CORS_ORIGINS."""
+        parts = urlsplit(self.PUBLIC_URL)
+        return {f"{parts.scheme}://{parts.netloc}", *self.cors_origins}
 
     @property
     def cors_origins(self) -> list[str]:

@@ -7,7 +7,7 @@ the Stripe.js origin in use.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -28,6 +28,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 REAL_STRIPE_JS = "https://js.stripe.com/v3/"
 STRIPE_TEST_CARD = "4242 4242 4242 4242"
+TURNSTILE_ORIGIN = "https://challenges.cloudflare.com"
+TURNSTILE_SCRIPT = f"{TURNSTILE_ORIGIN}/turnstile/v0/api.js?render=explicit"
 
 # How often a page refreshes what it shows while it is open (seconds); the scripts read these.
 POD_LIST_REFRESH_SECONDS = 3
@@ -133,6 +135,8 @@ def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:
     return render(
         "book.html",
         settings=settings,
+        turnstile_script=TURNSTILE_SCRIPT if settings.uses_turnstile else None,
+        turnstile_site_key=settings.TURNSTILE_SITE_KEY if settings.uses_turnstile else None,
         pod=pod,
         timezone=settings.TIMEZONE,
         stripe_script=stripe.script_url,
@@ -219,7 +223,15 @@ async def show_booking(request: Request, services: ServicesDep) -> Response:
     if pod is None:
         return html_page(pod_not_found_page(name, settings=services.settings), status_code=404)
     stripe = stripe_js(services.settings)
-    return html_page(booking_page(pod, settings=services.settings, stripe=stripe), stripe=stripe)
+    page = booking_page(pod, settings=services.settings, stripe=stripe)
+    if services.settings.uses_turnstile:
+        # Turnstile's script and its challenge frame come from Cloudflare's origin.
+        stripe = replace(
+            stripe,
+            script_origins=(*stripe.script_origins, TURNSTILE_ORIGIN),
+            frame_origins=(*stripe.frame_origins, TURNSTILE_ORIGIN),
+        )
+    return html_page(page, stripe=stripe)
 
 
 @router.get("/end-session")

@@ -6,6 +6,7 @@ outcome (a declined card is an outcome, not a failure of ours).
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -160,6 +161,50 @@ async def create_setup_intent(
         client_secret=setup_intent.client_secret,
         customer_id=customer.id,
         setup_intent_id=setup_intent.id,
+    )
+
+
+# A SetupIntent still waiting for a card: the page may confirm it (again, after a decline
+# or a failed authentication, which put it back to requires_payment_method).
+_UNCONFIRMED = ("requires_payment_method", "requires_confirmation")
+
+
+async def reusable_setup_intent(
+    client: stripe.StripeClient,
+    *,
+    setup_intent_id: str,
+    client_secret: str,
+    pod: Pod,
+    email: str,
+) -> NewCardSetup | None:
+    """The browser's own unconfirmed SetupIntent for this pod and e-mail, as Stripe has it
+    now, or None when it cannot be reused (unknown, not this secret, confirmed, cancelled,
+    another pod or another e-mail)."""
+    try:
+        setup_intent = await client.v1.setup_intents.retrieve_async(
+            setup_intent_id, params={"expand": ["customer"]}
+        )
+    except stripe.InvalidRequestError:
+        return None
+    except stripe.StripeError as error:
+        logger.warning("stripe.unavailable call=reuse_setup_intent error=%s", type(error).__name__)
+        raise PaymentProviderUnavailable() from error
+    data = setup_intent.to_dict()
+    secret = data.get("client_secret")
+    customer = data.get("customer")
+    if not (
+        isinstance(secret, str)
+        # The secret proves the caller is the browser that was given this SetupIntent.
+        and secrets.compare_digest(secret.encode(), client_secret.encode())
+        and data.get("status") in _UNCONFIRMED
+        and (data.get("metadata") or {}).get("pod_id") == str(pod.id)
+        and isinstance(customer, dict)
+        and not customer.get("deleted")
+        and str(customer.get("email") or "").lower() == email.lower()
+    ):
+        return None
+    return NewCardSetup(
+        client_secret=secret, customer_id=str(customer["id"]), setup_intent_id=setup_intent.id
     )
 
 

@@ -77,6 +77,49 @@ class SetupIntentCreated(BaseModel):
     setup_intent_id: str
 
 
+class CreateSetupIntentRequest(BaseModel):
+    """What the booking page sends to start saving a card (the pod by name or by id)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    pod_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("podName", "pod_name"),
+        max_length=200,
+        description="The pod's name (or give podId).",
+    )
+    pod_id: int | None = Field(
+        default=None,
+        validation_alias=AliasChoices("podId", "pod_id"),
+        ge=1,
+        le=2**63 - 1,
+        description="The pod's id (or give podName).",
+    )
+    email: str = Field(
+        max_length=254, description="The customer's e-mail, put on the Stripe Customer."
+    )
+    setup_intent_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("setupIntentId", "setup_intent_id"),
+        pattern=r"^seti_[A-Za-z0-9]+$",
+        max_length=255,
+        description="This browser's earlier, unconfirmed SetupIntent for the pod, to reuse.",
+    )
+    client_secret: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("clientSecret", "client_secret"),
+        pattern=r"^seti_[A-Za-z0-9]+_secret_[A-Za-z0-9]+$",
+        max_length=255,
+        description="That SetupIntent's client secret, proving the browser was given it.",
+    )
+    turnstile_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("turnstileToken", "turnstile_token"),
+        max_length=4096,
+        description="The Cloudflare Turnstile token, when the service asks for one.",
+    )
+
+
 class ConfirmBookingRequest(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 

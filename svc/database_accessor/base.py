@@ -407,6 +407,18 @@ class Database(ABC):
             {"p_event_id": event_id, "p_event_type": event_type, "p_emails": _emails_json(emails)},
         )
 
+    # Booking abuse limits
+
+    async def take_booking_slot(self, limits: Mapping[str, int], *, window_seconds: int) -> int:
+        """Count one card setup against each key (at most `limits[key]` in the window), all
+        or none: 0 when it may go ahead, else the seconds until a slot frees."""
+        function = "qwip_take_booking_slot"
+        wait = await self._call_value(
+            function,
+            {"p_limits": dict(limits), "p_window_seconds": window_seconds},
+        )
+        return self._expect(wait, int, function)
+
     # E-mail outbox
 
     async def queue_emails(self, emails: Sequence[QueuedEmail]) -> None:

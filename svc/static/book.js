@@ -2,7 +2,7 @@
 import { api, formatLocalTime, Problem } from "./common.js";
 
 const main = document.getElementById("main");
-const { podName, publishableKey, timezone } = main.dataset;
+const { podName, publishableKey, timezone, turnstileSiteKey } = main.dataset;
 const form = document.getElementById("booking-form");
 const email = document.getElementById("email");
 const button = form.querySelector('button[type="submit"]');
@@ -43,15 +43,83 @@ function cardProblem(error) {
   return new Problem(error.message);
 }
 
+// The SetupIntent this tab was given for this pod, kept until the booking is made: a retry
+// (a declined card, a reload) sends it back, and the service hands the same one out again
+// while it is unconfirmed, instead of a new Customer and SetupIntent each time.
+const SETUP_KEY = `qwip-setup:${podName}`;
+
+function storedSetup(address) {
+  try {
+    const stored = JSON.parse(sessionStorage.getItem(SETUP_KEY) || "null");
+    return stored && stored.email === address ? stored : null;
+  } catch {
+    return null;
+  }
+}
+
+function storeSetup(setup, address) {
+  try {
+    if (setup) sessionStorage.setItem(SETUP_KEY, JSON.stringify({ ...setup, email: address }));
+    else sessionStorage.removeItem(SETUP_KEY);
+  } catch {
+    // Storage refused (private mode, full): the page works, only without reuse.
+  }
+}
+
+// Cloudflare Turnstile, when the service asks for it: one token per card setup.
+let turnstileWidget = null;
+let turnstileToken = null;
+if (turnstileSiteKey) {
+  try {
+    turnstileWidget = window.turnstile.render("#turnstile", {
+      sitekey: turnstileSiteKey,
+      callback: (token) => {
+        turnstileToken = token;
+      },
+      "expired-callback": () => {
+        turnstileToken = null;
+      },
+      "error-callback": () => {
+        turnstileToken = null;
+      },
+    });
+  } catch {
+    say("The check that you are not a robot could not load. Reload the page.", { error: true });
+  }
+}
+
+function takeTurnstileToken() {
+  if (!turnstileSiteKey) return {};
+  const token = turnstileToken;
+  if (!token) {
+    throw new Problem(
+      "Complete the check that you are not a robot (the box above the button), then try again.",
+    );
+  }
+  // Each token is good for one card setup: the widget gets a fresh one for any retry.
+  turnstileToken = null;
+  if (turnstileWidget !== null) window.turnstile.reset(turnstileWidget);
+  return { turnstileToken: token };
+}
+
 async function saveCard(address) {
-  const query = new URLSearchParams({ podName, email: address });
+  const earlier = storedSetup(address);
+  const body = {
+    podName,
+    email: address,
+    ...(earlier
+      ? { setupIntentId: earlier.setup_intent_id, clientSecret: earlier.client_secret }
+      : {}),
+    ...takeTurnstileToken(),
+  };
   let setup;
   try {
-    setup = await api(`/api/create-setup-intent?${query}`);
+    setup = await api("/api/create-setup-intent", { method: "POST", body });
   } catch (problem) {
     if (problem.status === 422) throw new Problem(EMAIL_HELP);
     throw problem;
   }
+  storeSetup(setup, address);
   const outcome = await stripe.confirmCardSetup(setup.client_secret, {
     payment_method: { card, billing_details: { email: address } },
   });
@@ -110,6 +178,7 @@ form.addEventListener("submit", async (event) => {
       },
     });
     booked = true;
+    storeSetup(null);
     say("");
     showBooking(booking);
   } catch (error) {

@@ -844,6 +844,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,jsonb)",
         "qwip_start_session_once(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,"
         "jsonb)",
+        "qwip_take_booking_slot(jsonb,integer)",
         "qwip_update_access_code_status(uuid,text,text)",
     ]
     assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [

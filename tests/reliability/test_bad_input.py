@@ -250,9 +250,9 @@ async def test_an_event_for_a_pod_that_does_not_exist_starts_nothing_and_tells_t
             "podId (query): a pod id is a whole number from 1 to 9223372036854775807.",
         ),
         (
-            "GET",
+            "POST",
             "/api/create-setup-intent",
-            {"params": {"podName": "%00\u202e"}},
+            {"json": {"podName": "%00\u202e", "email": "mal@example.com"}},
             404,
             "No pod named '%00\\u202e'.",  # invisible characters shown escaped
         ),

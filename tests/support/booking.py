@@ -38,8 +38,13 @@ async def save_card(
 
     `email` is the one typed on the page (None: none), `card_email` the card's billing one.
     """
-    params = {"podName": pod} | ({"email": email} if email else {})
-    created = await http.get(f"{base_url}/api/create-setup-intent", params=params)
+    if email:
+        created = await http.post(
+            f"{base_url}/api/create-setup-intent", json={"podName": pod, "email": email}
+        )
+    else:
+        # No e-mail on the page: only the seed's GET (local mode) takes that.
+        created = await http.get(f"{base_url}/api/create-setup-intent", params={"podName": pod})
     assert created.status_code == 200, created.text
     body = created.json()
     intent = await confirm_card(stripe_client, body["setup_intent_id"], card=card, email=card_email)

@@ -29,6 +29,9 @@ def clean_environment(**overrides: str) -> dict[str, str]:
         "OPERATOR_EMAIL",
         "LOCAL_DATA_DIR",
         "LOCALSTRIPE_PORT",
+        "BOOKING_RATE_LIMIT_",
+        "FORWARDED_ALLOW_IPS",
+        "TURNSTILE_",
     )
     env = {
         key: value

@@ -809,6 +809,23 @@ async def test_record_event(connect: Connect) -> None:
     assert json.loads(fake.requests[1].content)["p_emails"] == []
 
 
+# Booking abuse limits
+
+
+async def test_take_booking_slot(connect: Connect) -> None:
+    database, fake = await connect(rows(200, 0), rows(200, 42))
+    limits = {"ip:203.0.113.5": 10, "email:abc": 5}
+    assert await database.take_booking_slot(limits, window_seconds=600) == 0
+    # full: the seconds until a slot frees
+    assert await database.take_booking_slot(limits, window_seconds=600) == 42
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_take_booking_slot",
+        body={"p_limits": {"ip:203.0.113.5": 10, "email:abc": 5}, "p_window_seconds": 600},
+    )
+
+
 # E-mail outbox
 
 
@@ -973,6 +990,7 @@ OPERATIONS: dict[str, Operation] = {
     "mark_emails_sent": lambda db: db.mark_emails_sent([5]),
     "mark_email_failed": lambda db: db.mark_email_failed(5, retry_in_seconds=1, error="x"),
     "dead_letter_email": lambda db: db.dead_letter_email(5, error="x", notice=None),
+    "take_booking_slot": lambda db: db.take_booking_slot({"ip:x": 1}, window_seconds=60),
 }
 
 TROUBLE: dict[str, Reply] = {
