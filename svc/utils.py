@@ -40,6 +40,19 @@ def compute_cost_pence(
     return Pence(int(_MONEY.quantize(pence, _PENNY)))
 
 
+def compute_hold_pence(
+    *, price_per_minute: Decimal, hold_minutes: int, minimum_pence: int
+) -> Pence:
+    """The amount held on the card at booking: the price of `hold_minutes`, half-up to the
+    penny, and never less than the smallest amount that is charged at all."""
+    if price_per_minute < 0 or not price_per_minute.is_finite():
+        raise ValueError(f"price per minute must be a non-negative amount, got {price_per_minute}")
+    if hold_minutes < 0:
+        raise ValueError(f"hold minutes must not be negative, got {hold_minutes}")
+    pence = _MONEY.multiply(Decimal(hold_minutes * _MINOR_UNITS_PER_MAJOR), price_per_minute)
+    return Pence(max(int(_MONEY.quantize(pence, _PENNY)), minimum_pence))
+
+
 def pence_to_major(pence: int) -> Decimal:
     """2.63 for 263: the amount in major units with exactly two decimals."""
     return (Decimal(pence) / _MINOR_UNITS_PER_MAJOR).quantize(Decimal("0.01"))

@@ -38,9 +38,7 @@ PINNED = {
     "0003_service_only_and_grants.sql": (
         "3d24822460cc89ea3870e7c75cb3073700da08eb8a83ab31810cd8a85477ebb1"
     ),
-    "0004_booking_limits.sql": (
-        "4b2b5128df87eb28718eff131179a3b44ab9138ce08ce437c0ee65b115b7728a"
-    ),
+    "0004_booking_limits.sql": ("4b2b5128df87eb28718eff131179a3b44ab9138ce08ce437c0ee65b115b7728a"),
     "0005_setup_intent_outcomes.sql": (
         "77c2a45d92a745043f130a1fda50a70c1985f6bd765c7dc95f2b7db3cbe76a70"
     ),

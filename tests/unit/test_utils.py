@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from svc.utils import (
     compute_cost_pence,
+    compute_hold_pence,
     elapsed_seconds,
     format_duration,
     format_local_time,
@@ -100,6 +101,29 @@ def test_cost_does_not_depend_on_how_the_price_is_written(seconds: int, price: D
     # A numeric(12,4) read back from Postgres has four places; a literal may have fewer.
     assert cost(seconds, price) == cost(seconds, price.quantize(Decimal("0.0001")))
     assert cost(seconds, price) == cost(seconds, Decimal(str(price.normalize())))
+
+
+@pytest.mark.parametrize(
+    ("price", "minutes", "minimum", "expected"),
+    [
+        ("0.25", 60, 30, 1500),  # £15.00 for an hour at £0.25/min
+        ("0.10", 60, 30, 600),
+        ("0.12345", 60, 30, 741),  # 740.7p, half-up
+        ("0.00125", 60, 30, 30),  # 7.5p is below the minimum charge: the minimum is held
+        ("0.2525", 2, 30, 51),  # 50.5p, half-up to 51
+        ("0.25", 0, 30, 30),
+    ],
+)
+def test_compute_hold_pence(price: str, minutes: int, minimum: int, expected: int) -> None:
+    held = compute_hold_pence(
+        price_per_minute=Decimal(price), hold_minutes=minutes, minimum_pence=minimum
+    )
+    assert (held, type(held)) == (expected, int)
+
+
+def test_compute_hold_pence_rejects_a_negative_price() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        compute_hold_pence(price_per_minute=Decimal("-0.01"), hold_minutes=60, minimum_pence=30)
 
 
 def test_elapsed_seconds_floors_and_clamps() -> None:
