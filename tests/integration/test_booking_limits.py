@@ -60,7 +60,7 @@ async def customers_at(localstripe_url: str) -> int:
 async def test_post_creates_a_setup_intent_and_is_not_cached(
     make_settings: SettingsFactory, stripe_client: stripe.StripeClient, pods: dict[str, int]
 ) -> None:
-    async with serving(create_app(make_settings(APP_ENV="production"))) as http:
+    async with serving(create_app(make_settings(APP_ENV="test"))) as http:
         for body in ({"podName": "pod2", "email": ADA}, {"pod_id": pods["pod2"], "email": ADA}):
             response = await http.post(URL, json=body, headers={"Origin": "http://qwip.test"})
             assert response.status_code == 200, response.text
@@ -85,7 +85,7 @@ async def test_post_from_a_foreign_origin_is_403_and_creates_nothing(
     make_settings: SettingsFactory, localstripe_url: str, pods: dict[str, int], origin: str
 ) -> None:
     before = await customers_at(localstripe_url)
-    async with serving(create_app(make_settings(APP_ENV="production"))) as http:
+    async with serving(create_app(make_settings(APP_ENV="test"))) as http:
         response = await http.post(
             URL, json={"podName": "pod1", "email": ADA}, headers={"Origin": origin}
         )
@@ -112,11 +112,11 @@ async def test_post_from_a_cors_origin_is_allowed(
     assert response.status_code == 200, response.text
 
 
-async def test_get_is_405_in_production_and_served_in_local_mode(
+async def test_get_is_405_outside_local_mode_and_served_in_local_mode(
     make_settings: SettingsFactory, localstripe_url: str, pods: dict[str, int]
 ) -> None:
     before = await customers_at(localstripe_url)
-    async with serving(create_app(make_settings(APP_ENV="production"))) as http:
+    async with serving(create_app(make_settings(APP_ENV="test"))) as http:
         for path in (URL, "/api/create-payment-intent"):
             response = await http.get(f"{path}?podName=pod1&email={ADA}")
             assert (response.status_code, response.json()) == (
@@ -164,7 +164,7 @@ async def test_an_invalid_email_is_422_before_stripe_is_called(
     detail: str,
 ) -> None:
     before = await customers_at(localstripe_url)
-    async with serving(create_app(make_settings(APP_ENV="production"))) as http:
+    async with serving(create_app(make_settings(APP_ENV="test"))) as http:
         response = await http.post(URL, json={"podName": "pod1", "email": email})
     assert (response.status_code, response.json()) == (422, {"detail": detail})
     assert await customers_at(localstripe_url) == before
@@ -182,7 +182,7 @@ async def test_an_invalid_email_is_422_before_stripe_is_called(
 async def test_post_refuses_a_missing_pod_or_email(
     make_settings: SettingsFactory, pods: dict[str, int], body: dict[str, Any], detail: str
 ) -> None:
-    async with serving(create_app(make_settings(APP_ENV="production"))) as http:
+    async with serving(create_app(make_settings(APP_ENV="test"))) as http:
         response = await http.post(URL, json=body)
     status = 404 if "ghost" in detail else 422
     assert (response.status_code, response.json()) == (status, {"detail": detail})

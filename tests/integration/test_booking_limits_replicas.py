@@ -1,5 +1,5 @@
 """The booking limits are exact across replicas: two real service processes (uvicorn, as
-production runs them) on one database, and a third that trusts no proxy."""
+as production runs them, in test mode) on one database, and a third that trusts no proxy."""
 
 import asyncio
 from collections.abc import Iterator
@@ -34,7 +34,7 @@ def replicas(
     env = clean_environment(
         **{
             **service_settings(
-                app_env="production",
+                app_env="test",
                 database_url=database_url,
                 stripe_api_base=localstripe_url,
                 smtp_port=smtp_server.port,
