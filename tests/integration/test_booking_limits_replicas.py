@@ -1,5 +1,5 @@
 """The booking limits are exact across replicas: two real service processes (uvicorn, as
-as production runs them, in test mode) on one database, and a third that trusts no proxy."""
+production runs them, in test mode) on one database, and a third that trusts no proxy."""
 
 import asyncio
 from collections.abc import Iterator
