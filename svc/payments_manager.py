@@ -15,7 +15,7 @@ import aiohttp
 import stripe
 from stripe.params import PaymentIntentCreateParams, SetupIntentCreateParams
 
-from svc.email_manager.recipients import valid_recipient
+from svc.addresses import valid_recipient
 from svc.env import Settings
 from svc.errors import ServiceError
 from svc.records import Pod

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from svc.email_manager.recipients import valid_recipient
+from svc.addresses import valid_recipient
 from svc.errors import ServiceError
 from svc.records import (
     ChargeClaim,

@@ -6,6 +6,7 @@ need, as JSON) and rendered here when they are sent, by SMTP, or in local mode w
 SMTP settings to `.eml` files in OUTBOX_DIR: the sender is chosen once, at start.
 """
 
+from svc.addresses import InvalidRecipient, check_recipient, valid_recipient
 from svc.email_manager.compose import Composed, Rendered, compose, render
 from svc.email_manager.messages import (
     access_code_email,
@@ -16,7 +17,6 @@ from svc.email_manager.messages import (
     pod_unavailable_email,
     settlement_emails,
 )
-from svc.email_manager.recipients import InvalidRecipient, check_recipient, valid_recipient
 from svc.email_manager.schemas import EmailPayload, EmailPayloadInvalid, read, stored
 from svc.email_manager.sender import EmailNotSent, EmailSender, FileSender, Mailer, SmtpSender
 

@@ -10,8 +10,8 @@ from typing import Protocol
 
 import aiosmtplib
 
+from svc.addresses import InvalidRecipient, check_recipient
 from svc.email_manager.compose import Composed, compose
-from svc.email_manager.recipients import InvalidRecipient, check_recipient
 from svc.email_manager.schemas import EmailPayloadInvalid
 from svc.env import Settings
 from svc.records import OutboxEmail

@@ -1,9 +1,14 @@
 """Whether an address may be written into a message's envelope and To header at all.
 
+A leaf module: the mailer, the data layer and the payments manager each check addresses,
+and none of them may import another.
+
 Checked before anything is queued, and again before a queued message is composed: an
 address taken from Stripe (a card's billing e-mail is whatever the cardholder typed) is
 not trusted to be one.
 """
+
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -12,6 +17,8 @@ class InvalidRecipient(ValueError):
     """Not an e-mail address: no message may be sent to it."""
 
 
+# The same address is checked when it is queued and again when it is sent: remembered.
+@lru_cache(maxsize=4096)
 def check_recipient(address: str) -> str:
     """The address as given, or InvalidRecipient saying what is wrong with it.
 
