@@ -550,7 +550,9 @@ async def test_an_rpc_answering_the_wrong_shape_is_an_error(connect: Connect) ->
         rows(200, [{**SESSION_ROW, "charge_claimed": None}]),
         rows(200, [{"cost_pence": "263", "claimed": True}]),
     )
-    with pytest.raises(TypeError, match=r"^qwip_end_session_with_hold: expected list from PostgREST"):
+    with pytest.raises(
+        TypeError, match=r"^qwip_end_session_with_hold: expected list from PostgREST"
+    ):
         await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
     with pytest.raises(TypeError, match=r"^expected a flag for the charge lease, got None"):
         await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
