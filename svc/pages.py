@@ -135,7 +135,7 @@ def pod_list_page(pods: Sequence[Pod], *, settings: Settings) -> str:
 def hold_on_booking(pod: Pod, *, settings: Settings) -> int | None:
     """The pence held on the card when this pod is booked, or None without holds
     (`HOLD_MINUTES=0`): the page then says what it said before holds."""
-    minutes: int = getattr(settings, "HOLD_MINUTES", 60)
+    minutes = settings.HOLD_MINUTES
     if minutes <= 0:
         return None
     return compute_hold_pence(
@@ -168,12 +168,9 @@ class HoldOutcome:
 
 def hold_outcome(preview: SessionPreview) -> HoldOutcome | None:
     """The hold of a session as its preview tells it, or None for a session without one."""
-    held: int | None = getattr(preview, "hold_pence", None)
-    if not held:
+    if not preview.hold_pence:
         return None
-    return HoldOutcome(
-        held, getattr(preview, "captured_pence", None), getattr(preview, "released_pence", None)
-    )
+    return HoldOutcome(preview.hold_pence, preview.captured_pence, preview.released_pence)
 
 
 def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:

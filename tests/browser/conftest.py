@@ -47,7 +47,7 @@ def start_service(
 ) -> ServiceProcess:
     """`uvicorn svc.main:app` in local mode, which the browser reaches over HTTP."""
     port = free_port()
-    env = clean_environment(
+    settings = {
         **service_settings(
             app_env="local",
             database_url=database_url,
@@ -55,13 +55,16 @@ def start_service(
             smtp_port=smtp_server.port,
             public_url=f"http://127.0.0.1:{port}",
         ),
+        "HOLD_MINUTES": str(hold_minutes),
+    }
+    env = clean_environment(
+        **settings,
         OUTBOX_DIR=str(folder / "outbox"),
         LOCAL_DATA_DIR=str(folder / "local"),
         # A stay of a few seconds is charged, as a longer one would be.
         MINIMUM_CHARGE_PENCE="1",
         BACKGROUND_INTERVAL_SECONDS="0.2",
         EMAIL_RETRY_BASE_SECONDS="0.2",
-        HOLD_MINUTES=str(hold_minutes),
     )
     # A folder of its own as the working directory: a developer's .env is not read.
     process = ServiceProcess(port, env, cwd=folder, log=folder / "service.log")
