@@ -45,6 +45,7 @@ PINNED = {
     "0006_email_dead_letters.sql": (
         "9c16b38d775ed736c7fcc66fbe615f9902697a891fb460c84f21f48742a21015"
     ),
+    "0007_card_holds.sql": ("d6a94f6006e0483b0f2b0602a6a41ad7cb1663204dd1d41fa4217edc2bcce15f"),
 }
 
 ALL_APPLIED = (
