@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     MAX_SESSION_MINUTES: int = Field(default=180, ge=1)
     # A saved card starts a session only this long after its SetupIntent was created.
     BOOKING_WINDOW_MINUTES: int = Field(default=30, ge=1)
+    # The hold placed on the card at booking: the price of this many minutes (0: no hold,
+    # the whole cost is charged off-session at the end, as before holds existed).
+    HOLD_MINUTES: int = Field(default=60, ge=0)
+    # A hold whose session has not started after this many quiet minutes is released.
+    HOLD_ABANDON_MINUTES: float = Field(default=15, gt=0)
     ACCESS_CODE_LENGTH: int = Field(default=6, ge=4, le=10)
     TIMEZONE: str = "Europe/London"
 

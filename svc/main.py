@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from svc import api, background, email_delivery, locks, pages, runtime, sessions
+from svc import api, background, bookings, email_delivery, locks, pages, runtime, sessions
 from svc.api.guards import BodySizeLimit, CrossOrigin, StrictTransportSecurity
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -48,8 +48,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
-    """E-mails as soon as they are queued; pending charges and overdue sessions every
-    round; codes onto and off the locks when smart locks are on.
+    """E-mails as soon as they are queued; pending charges, overdue sessions and abandoned
+    card holds every round; codes onto and off the locks when smart locks are on.
 
     Each its own job, so that one failing (a charge that raises, say) never skips another:
     an overdue session is ended even while the settlement round keeps failing."""
@@ -71,6 +71,12 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
         "overdue": background.run_periodically(
             "overdue",
             lambda: sessions.end_overdue_sessions(services),
+            wake=Outbox(),
+            interval=interval,
+        ),
+        "holds": background.run_periodically(
+            "holds",
+            lambda: bookings.release_abandoned_holds(services),
             wake=Outbox(),
             interval=interval,
         ),
@@ -104,7 +110,9 @@ async def stop_workers(workers: list[asyncio.Task[None]]) -> None:
 
 async def render_service_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ServiceError)
-    return JSONResponse({"detail": error.message}, status_code=error.status_code)
+    # Some refusals say more than words: the hold's 402s tell the page what to do next.
+    extra = getattr(error, "extra", None) or {}
+    return JSONResponse({"detail": error.message, **extra}, status_code=error.status_code)
 
 
 async def render_validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -23,6 +23,7 @@ from svc.env import Settings
 from svc.records import Pod, SessionRecord
 from svc.schemas import SessionPreview
 from svc.services import Services
+from svc.utils import compute_hold_pence
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -131,6 +132,47 @@ def pod_list_page(pods: Sequence[Pod], *, settings: Settings) -> str:
     )
 
 
+def hold_on_booking(pod: Pod, *, settings: Settings) -> int | None:
+    """The pence held on the card when this pod is booked, or None without holds
+    (`HOLD_MINUTES=0`): the page then says what it said before holds."""
+    minutes = settings.HOLD_MINUTES
+    if minutes <= 0:
+        return None
+    return compute_hold_pence(
+        price_per_minute=pod.price,
+        hold_minutes=minutes,
+        minimum_pence=settings.MINIMUM_CHARGE_PENCE,
+    )
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    """What became of a session's hold: the amount held at booking, then how much of it was
+    taken and how much released (None until the end settles it)."""
+
+    held_pence: int
+    captured_pence: int | None
+    released_pence: int | None
+
+    @property
+    def case(self) -> str:
+        """Which sentence of _payment.html's `held` tells it (end-session.js chooses alike)."""
+        if self.captured_pence is None or self.released_pence is None:
+            return "pending"
+        if self.captured_pence == 0:
+            return "none"
+        if self.released_pence == 0:
+            return "all"
+        return "part"
+
+
+def hold_outcome(preview: SessionPreview) -> HoldOutcome | None:
+    """The hold of a session as its preview tells it, or None for a session without one."""
+    if not preview.hold_pence:
+        return None
+    return HoldOutcome(preview.hold_pence, preview.captured_pence, preview.released_pence)
+
+
 def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:
     return render(
         "book.html",
@@ -138,6 +180,7 @@ def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:
         turnstile_script=TURNSTILE_SCRIPT if settings.uses_turnstile else None,
         turnstile_site_key=settings.TURNSTILE_SITE_KEY if settings.uses_turnstile else None,
         pod=pod,
+        hold_pence=hold_on_booking(pod, settings=settings),
         timezone=settings.TIMEZONE,
         stripe_script=stripe.script_url,
         publishable_key=stripe.publishable_key,
@@ -156,6 +199,7 @@ def end_session_page(session: SessionRecord, preview: SessionPreview, *, setting
         timezone_name=settings.TIMEZONE,
         minimum_charge_pence=settings.MINIMUM_CHARGE_PENCE,
         failure_reason=failure_reason(session.payment_error),
+        hold=hold_outcome(preview),
         refresh_seconds=SESSION_REFRESH_SECONDS,
     )
 

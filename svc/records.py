@@ -67,6 +67,10 @@ class SessionRecord:
     payment_status: PaymentStatus | None
     payment_error: str | None
     now: datetime
+    hold_payment_intent_id: str | None = None
+    hold_pence: int | None = None
+    captured_pence: int | None = None
+    released_pence: int | None = None
 
     @property
     def state(self) -> SessionState:
@@ -142,3 +146,17 @@ class EndedSession:
 
     session: SessionRecord
     charge_claimed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CardHold:
+    """The hold of a SetupIntent as the database knows it (qwip_begin_hold's answer)."""
+
+    setup_intent_id: str
+    session_id: UUID
+    amount_pence: int
+    currency: str
+    payment_intent_id: str | None
+    state: str
+    error: str | None = None
+    pod_id: int | None = None

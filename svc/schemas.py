@@ -42,6 +42,15 @@ class SessionPreview(BaseModel):
     currency: str
     is_complete: bool
     payment_status: PaymentStatus | None
+    hold_pence: int | None = Field(
+        default=None, description="Held on the card at booking, in minor units; null: no hold."
+    )
+    captured_pence: int | None = Field(
+        default=None, description="Captured of the hold; null until captured, or no hold."
+    )
+    released_pence: int | None = Field(
+        default=None, description="Released of the hold; null until released, or no hold."
+    )
 
 
 class SessionStatus(BaseModel):
@@ -159,6 +168,15 @@ class EndSessionResult(BaseModel):
     payment_status: PaymentStatus
     end_time: datetime
     error: str | None
+    hold_pence: int | None = Field(
+        default=None, description="Held on the card at booking, in minor units; null: no hold."
+    )
+    captured_pence: int | None = Field(
+        default=None, description="Captured of the hold; null until captured, or no hold."
+    )
+    released_pence: int | None = Field(
+        default=None, description="Released of the hold; null until released, or no hold."
+    )
 
 
 class WebhookAck(BaseModel):

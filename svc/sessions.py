@@ -99,6 +99,9 @@ def preview_of(session: SessionRecord) -> SessionPreview:
         currency=session.currency,
         is_complete=session.end_time is not None,
         payment_status=session.payment_status,
+        hold_pence=session.hold_pence,
+        captured_pence=session.captured_pence,
+        released_pence=session.released_pence,
     )
 
 
@@ -124,6 +127,9 @@ def result_of(session: SessionRecord) -> EndSessionResult:
         payment_status=status,
         end_time=session.end_time,
         error=session.payment_error if failed else None,
+        hold_pence=session.hold_pence,
+        captured_pence=session.captured_pence,
+        released_pence=session.released_pence,
     )
 
 
@@ -172,6 +178,8 @@ async def settle(
             await asyncio.sleep(0.1)
 
     session = replace(session, cost_pence=cost)
+    if session.hold_payment_intent_id is not None and session.hold_pence is not None:
+        return await _settle_hold(services, session, cost)
     if cost < settings.MINIMUM_CHARGE_PENCE:
         outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
         return await _record(services, session, outcome)
@@ -195,8 +203,56 @@ async def settle(
     return await _record(services, session, outcome)
 
 
+async def _settle_hold(services: Services, session: SessionRecord, cost: int) -> SessionRecord:
+    """With the lease held: release the hold (below the minimum), capture the cost of it
+    (up to the hold), or capture it all and charge the rest off-session (above it). Each
+    call carries a key derived from our ids, so a retry after an outage or a crash repeats
+    the first one's effect at Stripe instead of adding to it."""
+    db, settings = services.db, services.settings
+    hold_id, held = session.hold_payment_intent_id, session.hold_pence
+    assert hold_id is not None and held is not None
+    try:
+        if cost < settings.MINIMUM_CHARGE_PENCE:
+            await payments_manager.cancel_hold(services.stripe, payment_intent_id=hold_id)
+            outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, hold_id, None)
+            return await _record(services, session, outcome, captured=0, released=held)
+        captured = min(cost, held)
+        outcome = await payments_manager.capture_hold(
+            services.stripe, session_id=session.id, payment_intent_id=hold_id, amount_pence=captured
+        )
+        if outcome.status is not PaymentStatus.SUCCEEDED or cost <= held:
+            if outcome.status is not PaymentStatus.SUCCEEDED:
+                captured = 0
+            return await _record(
+                services, session, outcome, captured=captured, released=held - captured
+            )
+        # Above the hold: the rest, off-session, as a session without a hold is charged.
+        outcome = await payments_manager.charge_session(
+            services.stripe,
+            session_id=session.id,
+            amount_pence=cost - held,
+            currency=session.currency,
+            customer_id=session.stripe_customer_id,
+            payment_method_id=session.stripe_payment_method,
+        )
+    except PaymentProviderUnavailable:
+        # Nothing recorded: the retry sends the same calls with the same keys, for the
+        # amount the first attempt fixed.
+        await db.release_charge(session.id)
+        raise
+    if outcome.status is PaymentStatus.PENDING:
+        await db.release_charge(session.id)
+        return await find_session(db, session.id)
+    return await _record(services, session, outcome, captured=held, released=0)
+
+
 async def _record(
-    services: Services, session: SessionRecord, outcome: payments_manager.ChargeOutcome
+    services: Services,
+    session: SessionRecord,
+    outcome: payments_manager.ChargeOutcome,
+    *,
+    captured: int | None = None,
+    released: int | None = None,
 ) -> SessionRecord:
     """Record the outcome (or find the one recorded first) and return the settled session."""
     assert session.cost_pence is not None
@@ -206,6 +262,8 @@ async def _record(
         status=outcome.status,
         error=outcome.error,
         operator=services.settings.OPERATOR_EMAIL,
+        captured_pence=captured,
+        released_pence=released,
     )
     recorded = await services.db.record_payment(
         session.id,
@@ -214,6 +272,8 @@ async def _record(
         payment_intent_id=outcome.payment_intent_id,
         error=outcome.error,
         emails=emails,
+        captured_pence=captured,
+        released_pence=released,
     )
     if recorded is not PaymentRecorded.RECORDED:
         # Stripe's event (or another caller) got there first: what it recorded counts.
@@ -231,6 +291,8 @@ async def _record(
         payment_status=outcome.status,
         payment_intent_id=outcome.payment_intent_id or session.payment_intent_id,
         payment_error=outcome.error,
+        captured_pence=captured if captured is not None else session.captured_pence,
+        released_pence=released if released is not None else session.released_pence,
     )
 
 
@@ -247,33 +309,150 @@ async def reconcile_payment(services: Services, event: StripeEvent) -> WebhookAc
     cost = None  # an open session has no charge for the event to be about
     if session is not None and session.end_time is not None:
         cost = session_cost_pence(session)
-    if session is None or cost is None or intent.get("amount") != cost:
-        logger.info("webhook.unmatched_payment event_id=%s", event.id)
-        is_new = await db.record_event(event.id, event.type)
-        return WebhookAck(status="success" if is_new else "duplicate")
+    if session is not None and session.hold_payment_intent_id is not None:
+        if intent.get("id") == session.hold_payment_intent_id:
+            return await _reconcile_hold(services, event, session, cost)
+        if cost is not None and session.hold_pence is not None:
+            # Above the hold, the off-session charge is for the rest only.
+            return await _reconcile_charge(
+                services,
+                event,
+                session,
+                cost,
+                cost - session.hold_pence,
+                captured=session.hold_pence,
+                released=0,
+            )
+    if session is None or cost is None:
+        return await _unmatched(services, event)
+    return await _reconcile_charge(services, event, session, cost, cost)
 
+
+async def _unmatched(services: Services, event: StripeEvent) -> WebhookAck:
+    """An event about no charge of an ended session (a hold's placing or release, a
+    session still open): recorded, so that its redelivery is a duplicate."""
+    intent = event.object
+    metadata = intent.get("metadata") or {}
+    if event.type == "payment_intent.canceled" and metadata.get("purpose") == "hold":
+        setup_intent_id = metadata.get("setup_intent_id")
+        if isinstance(setup_intent_id, str) and isinstance(intent.get("id"), str):
+            # A hold released (by us or at Stripe) before any session took it.
+            await services.db.record_hold(
+                setup_intent_id, payment_intent_id=intent["id"], state="canceled"
+            )
+    logger.info("webhook.unmatched_payment event_id=%s", event.id)
+    is_new = await services.db.record_event(event.id, event.type)
+    return WebhookAck(status="success" if is_new else "duplicate")
+
+
+async def _reconcile_hold(
+    services: Services, event: StripeEvent, session: SessionRecord, cost: int | None
+) -> WebhookAck:
+    """Stripe's word on a session's hold: a capture of exactly the cost (up to the hold)
+    settles it as succeeded, a release below the minimum as not charged; anything else
+    (placed, a capture that is only part of the cost, an open session) is only recorded."""
+    intent, held = event.object, session.hold_pence or 0
+    settings = services.settings
+    if cost is None:
+        return await _unmatched(services, event)
+    if event.type == "payment_intent.succeeded" and settings.MINIMUM_CHARGE_PENCE <= cost <= held:
+        received = intent.get("amount_received", cost)
+        if received != cost:
+            return await _unmatched(services, event)
+        return await _record_event_outcome(
+            services,
+            event,
+            session,
+            cost,
+            PaymentStatus.SUCCEEDED,
+            None,
+            captured=cost,
+            released=held - cost,
+            payment_intent_id=str(intent.get("id")),
+        )
+    if event.type == "payment_intent.canceled" and cost < settings.MINIMUM_CHARGE_PENCE:
+        return await _record_event_outcome(
+            services,
+            event,
+            session,
+            cost,
+            PaymentStatus.NOT_CHARGED,
+            None,
+            captured=0,
+            released=held,
+            payment_intent_id=str(intent.get("id")),
+        )
+    return await _unmatched(services, event)
+
+
+async def _reconcile_charge(
+    services: Services,
+    event: StripeEvent,
+    session: SessionRecord,
+    cost: int,
+    amount: int,
+    *,
+    captured: int | None = None,
+    released: int | None = None,
+) -> WebhookAck:
+    """An off-session charge's success or failure, when it is for `amount`."""
+    intent = event.object
+    if event.type not in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+        return await _unmatched(services, event)
+    if intent.get("amount") != amount:
+        return await _unmatched(services, event)
     succeeded = event.type == "payment_intent.succeeded"
     status = PaymentStatus.SUCCEEDED if succeeded else PaymentStatus.FAILED
     error = None
     if not succeeded:
         last = intent.get("last_payment_error") or {}
         error = f"{last.get('code') or 'payment_failed'}: {last.get('message') or 'declined'}"
+    return await _record_event_outcome(
+        services,
+        event,
+        session,
+        cost,
+        status,
+        error,
+        captured=captured,
+        released=released,
+        payment_intent_id=str(intent.get("id")),
+    )
+
+
+async def _record_event_outcome(
+    services: Services,
+    event: StripeEvent,
+    session: SessionRecord,
+    cost: int,
+    status: PaymentStatus,
+    error: str | None,
+    *,
+    captured: int | None,
+    released: int | None,
+    payment_intent_id: str,
+) -> WebhookAck:
+    db = services.db
     emails = email_manager.settlement_emails(
         session,
         cost_pence=cost,
         status=status,
         error=error,
         operator=services.settings.OPERATOR_EMAIL,
+        captured_pence=captured,
+        released_pence=released,
     )
     outcome = await db.record_payment(
         session.id,
         cost_pence=cost,
         status=status,
-        payment_intent_id=str(intent.get("id")),
+        payment_intent_id=payment_intent_id,
         error=error,
         emails=emails,
         event_id=event.id,
         event_type=event.type,
+        captured_pence=captured,
+        released_pence=released,
     )
     if outcome is PaymentRecorded.RECORDED:
         services.outbox.wake()

@@ -62,6 +62,12 @@ class StartOutcomeKind(StrEnum):
     """Stripe says the SetupIntent has not succeeded, or has no card or no Customer."""
     EXPIRED = "expired"
     """The SetupIntent was created more than BOOKING_WINDOW_MINUTES ago."""
+    HOLD_RELEASED = "hold_released"
+    """Its hold on the card is not held (released, abandoned): it starts nothing."""
+    HOLD_REQUIRES_ACTION = "hold_requires_action"
+    """The bank asks the cardholder to authenticate the hold first."""
+    HOLD_DECLINED = "hold_declined"
+    """The card was declined for the hold: nothing started, nothing is held or owed."""
 
 
 class PaymentRecorded(StrEnum):

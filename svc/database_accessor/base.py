@@ -12,6 +12,7 @@ from uuid import UUID
 from svc.addresses import valid_recipient
 from svc.errors import ServiceError
 from svc.records import (
+    CardHold,
     ChargeClaim,
     EndedSession,
     NewPod,
@@ -111,6 +112,11 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         payment_status=PaymentStatus(status) if status is not None else None,
         payment_error=row["payment_error"],
         now=_timestamp(row["now"]),
+        # A row from a release before holds (0007) has none of these.
+        hold_payment_intent_id=row.get("hold_payment_intent_id"),
+        hold_pence=row.get("hold_pence"),
+        captured_pence=row.get("captured_pence"),
+        released_pence=row.get("released_pence"),
     )
 
 
@@ -144,6 +150,20 @@ def _start_outcome(result: Mapping[str, Any]) -> StartOutcome:
     return StartOutcome(
         outcome=StartOutcomeKind(result["outcome"]),
         session_id=_uuid(session_id) if session_id else None,
+    )
+
+
+def _card_hold(setup_intent_id: str, data: Mapping[str, Any]) -> CardHold:
+    pod_id = data.get("pod_id")
+    return CardHold(
+        setup_intent_id=setup_intent_id,
+        session_id=_uuid(data["session_id"]),
+        amount_pence=int(data["amount_pence"]),
+        currency=str(data["currency"]),
+        payment_intent_id=data.get("payment_intent_id"),
+        state=str(data.get("state") or "releasing"),
+        error=data.get("error"),
+        pod_id=int(pod_id) if pod_id is not None else None,
     )
 
 
@@ -256,7 +276,7 @@ class Database(ABC):
     # Sessions
 
     async def _get_session(self, params: Params) -> SessionRecord | None:
-        row = await self._first_row("qwip_get_session", params)
+        row = await self._first_row("qwip_get_session_with_hold", params)
         return _session(row) if row else None
 
     async def get_session_by_id(self, session_id: UUID) -> SessionRecord | None:
@@ -296,7 +316,7 @@ class Database(ABC):
         its pod, and take its charge lease if nobody holds it; the session as it then
         stands, or None for an unknown id."""
         row = await self._first_row(
-            "qwip_end_session",
+            "qwip_end_session_with_hold",
             {
                 "p_session_id": session_id,
                 "p_max_minutes": max_minutes,
@@ -331,25 +351,86 @@ class Database(ABC):
         emails: Sequence[QueuedEmail],
         event_id: str | None = None,
         event_type: str | None = None,
+        captured_pence: int | None = None,
+        released_pence: int | None = None,
     ) -> PaymentRecorded:
         """Record a payment outcome with the session's cost (a cost fixed before stands)
         and queue its e-mails, once: "recorded", "unchanged" (settled before) or
-        "duplicate" (the event was seen before)."""
+        "duplicate" (the event was seen before). With a hold: what was captured of it and
+        what was released (sent only then, so a session without a hold calls it as before)."""
         function = "qwip_record_payment"
-        outcome = await self._call_value(
+        params: Params = {
+            "p_session_id": session_id,
+            "p_cost_pence": cost_pence,
+            "p_status": status.value,
+            "p_payment_intent_id": payment_intent_id,
+            "p_error": error,
+            "p_emails": _emails_json(emails),
+            "p_event_id": event_id,
+            "p_event_type": event_type,
+        }
+        if captured_pence is not None or released_pence is not None:
+            function = "qwip_record_settlement"
+            params["p_captured_pence"] = captured_pence
+            params["p_released_pence"] = released_pence
+        outcome = await self._call_value(function, params)
+        return PaymentRecorded(self._expect(outcome, str, function))
+
+    # Card holds
+
+    async def begin_hold(
+        self,
+        setup_intent_id: str,
+        *,
+        session_id: UUID,
+        pod_id: int,
+        amount_pence: int,
+        currency: str,
+    ) -> CardHold:
+        """Record the SetupIntent's hold before it is placed (the first caller's session id
+        and amount count), and return it as it stands."""
+        function = "qwip_begin_hold"
+        result = await self._call_value(
             function,
             {
+                "p_setup_intent_id": setup_intent_id,
                 "p_session_id": session_id,
-                "p_cost_pence": cost_pence,
-                "p_status": status.value,
-                "p_payment_intent_id": payment_intent_id,
-                "p_error": error,
-                "p_emails": _emails_json(emails),
-                "p_event_id": event_id,
-                "p_event_type": event_type,
+                "p_pod_id": pod_id,
+                "p_amount_pence": amount_pence,
+                "p_currency": currency,
             },
         )
-        return PaymentRecorded(self._expect(outcome, str, function))
+        return _card_hold(setup_intent_id, self._expect(result, dict, function))
+
+    async def record_hold(
+        self,
+        setup_intent_id: str,
+        *,
+        payment_intent_id: str | None,
+        state: str,
+        error: str | None = None,
+    ) -> str:
+        """Record what Stripe said of a hold (only forward); the state it now has."""
+        function = "qwip_record_hold"
+        result = await self._call_value(
+            function,
+            {
+                "p_setup_intent_id": setup_intent_id,
+                "p_payment_intent_id": payment_intent_id,
+                "p_state": state,
+                "p_error": error,
+            },
+        )
+        return self._expect(result, str, function)
+
+    async def claim_abandoned_holds(self, *, idle_seconds: int) -> list[CardHold]:
+        """Holds whose session never started, quiet that long: each now this caller's to
+        release (marked releasing)."""
+        function = "qwip_claim_abandoned_holds"
+        rows = self._expect(
+            await self._call_value(function, {"p_idle_seconds": idle_seconds}), list, function
+        )
+        return [_card_hold(str(row["setup_intent_id"]), row) for row in rows]
 
     async def list_unsettled_sessions(self, *, idle_seconds: int) -> list[UUID]:
         return await self._session_ids(

@@ -7,6 +7,7 @@ from uuid import UUID
 from svc.email_manager.schemas import (
     AccessCodeEmail,
     EmailPayload,
+    HoldDeclinedEmail,
     LockFailedEmail,
     OperatorAlertEmail,
     PaymentFailedEmail,
@@ -60,6 +61,24 @@ def pod_unavailable_email(*, setup_intent_id: str, recipient: str, pod_name: str
     )
 
 
+def hold_declined_email(
+    *,
+    setup_intent_id: str,
+    recipient: str,
+    pod_name: str,
+    hold_pence: int,
+    currency: str,
+    reason: str,
+) -> QueuedEmail:
+    return queued(
+        HoldDeclinedEmail(
+            pod_name=pod_name, hold_pence=hold_pence, currency=currency, reason=reason
+        ),
+        dedupe_key=f"hold_declined:{setup_intent_id}",
+        recipient=recipient,
+    )
+
+
 def _session_facts(session: SessionRecord, cost_pence: int) -> dict[str, object]:
     end = session.end_time or session.now
     return {
@@ -80,6 +99,8 @@ def settlement_emails(
     status: PaymentStatus,
     error: str | None,
     operator: str | None,
+    captured_pence: int | None = None,
+    released_pence: int | None = None,
 ) -> list[QueuedEmail]:
     """What goes out when a session's payment reaches an outcome."""
     facts = _session_facts(session, cost_pence)
@@ -87,7 +108,14 @@ def settlement_emails(
     emails = []
     if status in (PaymentStatus.SUCCEEDED, PaymentStatus.NOT_CHARGED):
         if customer:
-            receipt = ReceiptEmail.model_validate({**facts, "payment_status": status})
+            hold = {}
+            if session.hold_pence is not None:
+                hold = {
+                    "hold_pence": session.hold_pence,
+                    "captured_pence": captured_pence,
+                    "released_pence": released_pence,
+                }
+            receipt = ReceiptEmail.model_validate({**facts, "payment_status": status, **hold})
             emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
     elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
         if customer:
@@ -177,6 +205,8 @@ _DEAD_LETTER_ADVICE = {
     "ask.",
     "payment_failed": "The customer was not told that their payment failed: the amount is "
     "still owed. Reach them through their Stripe Customer.",
+    "hold_declined": "The customer was not told by e-mail that their card could not hold the "
+    "booking's amount and that no session started; nothing was charged.",
     "lock_failed": "The customer was not told that their code did not reach the lock; their "
     "session was ended without charge.",
 }

@@ -46,6 +46,16 @@ class PodUnavailableEmail(_Payload):
     pod_name: str
 
 
+class HoldDeclinedEmail(_Payload):
+    """The card could not hold the booking's amount: no session started, nothing is owed."""
+
+    kind: Literal["hold_declined"] = "hold_declined"
+    pod_name: str
+    hold_pence: int
+    currency: str
+    reason: str
+
+
 class LockFailedEmail(_Payload):
     kind: Literal["lock_failed"] = "lock_failed"
     pod_name: str
@@ -64,6 +74,10 @@ class _SessionFacts(_Payload):
 class ReceiptEmail(_SessionFacts):
     kind: Literal["receipt"] = "receipt"
     payment_status: Literal[PaymentStatus.SUCCEEDED, PaymentStatus.NOT_CHARGED]
+    # With a hold: held at booking, captured of it, released (none without a hold).
+    hold_pence: int | None = None
+    captured_pence: int | None = None
+    released_pence: int | None = None
 
 
 class PaymentFailedEmail(_SessionFacts):
@@ -87,6 +101,7 @@ class OperatorAlertEmail(_Payload):
 EmailPayload = Annotated[
     AccessCodeEmail
     | PodUnavailableEmail
+    | HoldDeclinedEmail
     | LockFailedEmail
     | ReceiptEmail
     | PaymentFailedEmail

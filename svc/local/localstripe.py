@@ -83,7 +83,13 @@ def register_localstripe_webhook(
         data={
             "url": url,
             "secret": secret,
-            "events[]": ["payment_intent.succeeded", "payment_intent.payment_failed"],
+            "events[]": [
+                "payment_intent.succeeded",
+                "payment_intent.payment_failed",
+                # A hold's placing and release (the stand-in sends a capture as succeeded).
+                "payment_intent.amount_capturable_updated",
+                "payment_intent.canceled",
+            ],
         },
         timeout=5,
     )

@@ -1,4 +1,5 @@
-// The booking page: save the card with Stripe.js, start the session, show the door code.
+// The booking page: save the card with Stripe.js, start the session (with the bank's approval
+// of the hold on the card when it asks for one), show the door code.
 import { api, formatLocalTime, Problem } from "./common.js";
 
 const main = document.getElementById("main");
@@ -32,11 +33,11 @@ try {
   });
 }
 
+const UNREACHABLE = "We could not reach the card service. Check your connection and try again.";
+
 // Stripe.js answers with its own errors, meant to be shown to the cardholder.
 function cardProblem(error) {
-  if (!error || error instanceof Error || !error.message) {
-    return new Problem("We could not reach the card service. Check your connection and try again.");
-  }
+  if (!error || error instanceof Error || !error.message) return new Problem(UNREACHABLE);
   if (error.code === "card_declined") {
     return new Problem(`${error.message} Please try another card.`);
   }
@@ -127,6 +128,46 @@ async function saveCard(address) {
   return setup;
 }
 
+// The hold on the card (HOLD_MINUTES) is placed while the customer is here, so the bank may
+// ask them to approve it: the service then answers 402 with the hold's client secret, Stripe.js
+// shows the bank's window, and the service is asked again, which starts the session. Any other
+// 402 is a hold the bank refused, told in the service's words.
+async function startSession(setup) {
+  const body = { setup_intent_id: setup.setup_intent_id, client_secret: setup.client_secret };
+  try {
+    return await api("/api/confirm-booking", { method: "POST", body });
+  } catch (problem) {
+    const asked = problem.status === 402 && problem.body && problem.body.requires_action;
+    const secret = asked ? problem.body.payment_intent_client_secret : null;
+    if (!secret) throw problem;
+    say(problem.message);
+    await approveHold(secret);
+  }
+  say("Starting your session…");
+  // Once only: should the service still want an approval, its words are shown, no loop.
+  return await api("/api/confirm-booking", { method: "POST", body });
+}
+
+const NOTHING_BOOKED = "Nothing was booked and nothing was taken from your card.";
+
+async function approveHold(secret) {
+  const outcome = await stripe.confirmCardPayment(secret);
+  if (outcome.error) throw holdProblem(outcome.error);
+  const intent = outcome.paymentIntent;
+  // Approved, the hold waits to be captured; refused, Stripe wants another card.
+  if (!intent || !["requires_capture", "succeeded"].includes(intent.status)) {
+    throw holdProblem(intent ? intent.last_payment_error : null);
+  }
+}
+
+// Stripe.js's own words for a refused approval, or ours.
+function holdProblem(error) {
+  // Whether the bank approved is then unknown: the retry asks the service, which knows.
+  if (error instanceof Error) return new Problem(UNREACHABLE, { retryable: true });
+  const reason = (error && error.message) || "Your bank did not approve the hold on your card.";
+  return new Problem(`${reason} ${NOTHING_BOOKED}`);
+}
+
 function showBooking(booking) {
   document.getElementById("result-code").textContent = booking.access_code;
   document.getElementById("result-pod").textContent = booking.pod_name;
@@ -170,13 +211,7 @@ form.addEventListener("submit", async (event) => {
       confirmedSetup = await saveCard(address);
     }
     say("Starting your session…");
-    const booking = await api("/api/confirm-booking", {
-      method: "POST",
-      body: {
-        setup_intent_id: confirmedSetup.setup_intent_id,
-        client_secret: confirmedSetup.client_secret,
-      },
-    });
+    const booking = await startSession(confirmedSetup);
     booked = true;
     storeSetup(null);
     say("");

@@ -3,11 +3,13 @@
 // what a script writes matches what the server rendered.
 
 export class Problem extends Error {
-  constructor(message, { status = 0, retryable = false } = {}) {
+  constructor(message, { status = 0, retryable = false, body = null } = {}) {
     super(message);
     this.status = status;
     // Nothing was decided by the server (network failure, 5xx): the same call may be repeated.
     this.retryable = retryable;
+    // The server's whole answer, for the fields beside `detail` (a 402's requires_action).
+    this.body = body;
   }
 }
 
@@ -43,6 +45,7 @@ export async function api(path, { method = "GET", body } = {}) {
   throw new Problem(detail || `Something went wrong (error ${response.status}). Please try again.`, {
     status: response.status,
     retryable: response.status >= 500,
+    body: data,
   });
 }
 

@@ -44,6 +44,33 @@ function showOutcome(element, paymentStatus, costPence, currency, error) {
   element.className = `outcome outcome--${template.dataset.tone}`;
 }
 
+// What became of the hold on the card, from the <template> for its case (the same choice as
+// svc/pages.py:HoldOutcome.case); a session without a hold has no such line.
+function holdCase(captured, released) {
+  if (captured == null || released == null) return "pending";
+  if (captured === 0) return "none";
+  if (released === 0) return "all";
+  return "part";
+}
+
+function showHold(ended) {
+  const element = byId("receipt-hold");
+  if (!element || !ended.hold_pence) return;
+  const template = byId(`held-${holdCase(ended.captured_pence, ended.released_pence)}`);
+  const words = template.content.cloneNode(true);
+  const figures = {
+    held: ended.hold_pence,
+    captured: ended.captured_pence,
+    released: ended.released_pence,
+  };
+  for (const [name, pence] of Object.entries(figures)) {
+    words.querySelectorAll(`[data-slot="${name}"]`).forEach((slot) => {
+      slot.textContent = pence == null ? "" : formatMoney(pence, ended.currency);
+    });
+  }
+  element.replaceChildren(words);
+}
+
 const timers = [];
 function every(ms, task) {
   timers.push(setInterval(task, ms));
@@ -74,6 +101,7 @@ function showReceipt(ended) {
     ended.currency,
     ended.error,
   );
+  showHold(ended);
   byId("receipt-end").textContent = formatLocalTime(ended.end_time, timezone);
   byId("receipt-duration").textContent = formatDuration(elapsedSeconds(startTime, ended.end_time));
   byId("live").toggleAttribute("inert", true);

@@ -12,6 +12,7 @@ its own, so that its background work never touches the rows of the other tests.
 import os
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -36,24 +37,28 @@ def browser_database_url(postgres_server_url: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def service(
-    browser_database_url: str,
+def start_service(
+    database_url: str,
     localstripe_url: str,
     smtp_server: Mailbox,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServiceProcess]:
+    folder: Path,
+    *,
+    hold_minutes: int,
+) -> ServiceProcess:
     """`uvicorn svc.main:app` in local mode, which the browser reaches over HTTP."""
-    folder = tmp_path_factory.mktemp("service")
     port = free_port()
-    env = clean_environment(
+    settings = {
         **service_settings(
             app_env="local",
-            database_url=browser_database_url,
+            database_url=database_url,
             stripe_api_base=localstripe_url,
             smtp_port=smtp_server.port,
             public_url=f"http://127.0.0.1:{port}",
         ),
+        "HOLD_MINUTES": str(hold_minutes),
+    }
+    env = clean_environment(
+        **settings,
         OUTBOX_DIR=str(folder / "outbox"),
         LOCAL_DATA_DIR=str(folder / "local"),
         # A stay of a few seconds is charged, as a longer one would be.
@@ -64,6 +69,38 @@ def service(
     # A folder of its own as the working directory: a developer's .env is not read.
     process = ServiceProcess(port, env, cwd=folder, log=folder / "service.log")
     process.start()
+    return process
+
+
+@pytest.fixture(scope="module")
+def service(
+    browser_database_url: str,
+    localstripe_url: str,
+    smtp_server: Mailbox,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceProcess]:
+    """The service without a hold on the card (HOLD_MINUTES=0), as before holds."""
+    folder = tmp_path_factory.mktemp("service")
+    process = start_service(
+        browser_database_url, localstripe_url, smtp_server, folder, hold_minutes=0
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def held_service(
+    browser_database_url: str,
+    localstripe_url: str,
+    smtp_server: Mailbox,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceProcess]:
+    """The same service placing an hour's hold on the card at booking (HOLD_MINUTES=60),
+    beside the one without (a second replica of one database, as in production)."""
+    folder = tmp_path_factory.mktemp("held_service")
+    process = start_service(
+        browser_database_url, localstripe_url, smtp_server, folder, hold_minutes=60
+    )
     yield process
     process.stop()
 

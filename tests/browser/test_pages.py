@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
 from svc.database_accessor import PostgresDatabase
 from svc.utils import format_local_time, format_money
@@ -318,4 +318,180 @@ async def test_an_unknown_session_link_shows_a_friendly_not_found(
     await expect(page.get_by_role("heading", name="Session not found")).to_be_visible()
     await expect(page.get_by_role("link", name="See all pods")).to_have_attribute("href", "/")
     await snapshot(page, "session-not-found")
+    assert tab.problems == []
+
+
+# With HOLD_MINUTES=60, pod1 (50p a minute) holds £30.00 on the card at booking.
+HOLD_WORDS = (
+    "£30.00 is held on your card; you pay only for the minutes you use and the rest is "
+    "released when you end."
+)
+
+
+async def test_booking_with_a_hold_says_it_before_the_card_then_ending_says_what_was_taken(
+    open_tab: OpenTab,
+    held_service: ServiceProcess,
+    shop: PostgresDatabase,
+    mailbox: Mailbox,
+    localstripe_url: str,
+) -> None:
+    tab = await open_tab()
+    page = tab.page
+    await page.goto(f"{held_service.url}/book?podName=pod1")
+    # Said before the card is typed.
+    await expect(page.locator("#hold")).to_have_text(HOLD_WORDS)
+    await expect(page.locator("#card-element")).to_have_attribute("aria-describedby", "hold")
+    await page.get_by_label("E-mail").fill(CUSTOMER)
+    await fill_card(page, CARD_OK)
+    await snapshot(page, "book-hold")
+
+    await page.get_by_role("button", name="Save card and book").dblclick()
+    await expect(page.get_by_role("heading", name="You're booked")).to_be_visible()
+    [email] = await mailbox.wait_for("access_code", to=CUSTOMER)
+    assert await page.locator("#result-code").inner_text() == email.access_code()
+    assert tab.calls_to("/api/create-setup-intent") == 1
+    assert tab.calls_to("/api/confirm-booking") == 1
+
+    await page.get_by_role("link", name="See the cost and end the session").click()
+    await expect(page.get_by_role("heading", name="Cost so far")).to_be_visible()
+    await expect(page.locator(".fact", has_text="Held on your card")).to_have_text(
+        "Held on your card£30.00"
+    )
+    await expect(page.locator("#live-cost")).not_to_have_text("£0.00", timeout=10_000)
+    await page.get_by_role("button", name="End session").click()
+    await page.get_by_role("button", name="Yes, end and pay").click()
+
+    await expect(page.get_by_role("heading", name="Session ended")).to_be_visible()
+    session_id = page.url.split("sessionId=", 1)[1]
+    session = await shop.get_session_by_id(UUID(session_id))
+    assert session is not None and session.cost_pence is not None and session.cost_pence > 0
+    taken = format_money(session.cost_pence, "gbp")
+    released = format_money(3000 - session.cost_pence, "gbp")
+    await expect(page.locator("#receipt-outcome")).to_have_text(
+        f"Paid: {taken} was charged to your saved card."
+    )
+    await expect(page.locator("#receipt-hold")).to_have_text(
+        f"{taken} was taken from the £30.00 held; {released} was released."
+    )
+    # One PaymentIntent: the hold, captured for the cost.
+    intents = await payment_intents_of(sdk(localstripe_url), session.stripe_customer_id)
+    assert [(intent["amount"], intent["status"]) for intent in intents] == [(3000, "succeeded")]
+    # What the page wrote is what the server renders for the ended session.
+    written = await page.locator("#receipt").inner_text()
+    await page.reload()
+    await expect(page.get_by_role("heading", name="Session ended")).to_be_visible()
+    assert await page.locator("#receipt").inner_text() == written
+    await snapshot(page, "end-session-receipt-hold")
+    assert tab.problems == []
+
+
+async def book_needing_authentication(page: Page, service: ServiceProcess) -> dict[str, Any]:
+    """Book pod1 with a card whose bank asks for authentication at the card setup and again
+    at the hold; complete the first. Returns the service's 402 that asks for the second."""
+    await page.goto(f"{service.url}/book?podName=pod1")
+    await page.get_by_label("E-mail").fill(CUSTOMER)
+    await fill_card(page, CARD_NEEDS_AUTHENTICATION)
+    await page.get_by_role("button", name="Save card and book").click()
+    async with page.expect_response("**/api/confirm-booking") as answer:
+        await page.get_by_role("button", name="Complete authentication").click()
+    response = await answer.value
+    assert response.status == 402
+    body: dict[str, Any] = await response.json()
+    # localstripe's stand-in for the bank's window, this time for the hold.
+    await expect(page.get_by_role("button", name="Complete authentication")).to_be_visible()
+    await expect(page.locator("#booking-status")).to_have_text(body["detail"])
+    return body
+
+
+async def test_a_hold_needing_authentication_is_approved_on_the_page_then_starts_the_session(
+    open_tab: OpenTab,
+    held_service: ServiceProcess,
+    shop: PostgresDatabase,
+    mailbox: Mailbox,
+    localstripe_url: str,
+) -> None:
+    tab = await open_tab()
+    page = tab.page
+    asked = await book_needing_authentication(page, held_service)
+    assert asked["requires_action"] is True
+    assert asked["payment_intent_client_secret"].startswith("pi_")
+    await snapshot(page, "book-hold-authentication")
+    await page.get_by_role("button", name="Complete authentication").click()
+
+    await expect(page.get_by_role("heading", name="You're booked")).to_be_visible()
+    [email] = await mailbox.wait_for("access_code", to=CUSTOMER)
+    assert await page.locator("#result-code").inner_text() == email.access_code()
+    assert tab.calls_to("/api/create-setup-intent") == 1
+    assert tab.calls_to("/api/confirm-booking") == 2
+    link = await page.get_by_role("link", name="See the cost and end the session").get_attribute(
+        "href"
+    )
+    assert link is not None
+    session = await shop.get_session_by_id(UUID(link.split("sessionId=", 1)[1]))
+    assert session is not None
+    intents = await payment_intents_of(sdk(localstripe_url), session.stripe_customer_id)
+    assert [(intent["amount"], intent["status"]) for intent in intents] == [
+        (3000, "requires_capture")
+    ]
+    assert tab.problems == []
+
+
+async def test_a_failed_authentication_of_the_hold_is_told_in_words_and_starts_nothing(
+    open_tab: OpenTab,
+    held_service: ServiceProcess,
+    shop: PostgresDatabase,
+    browser_database_url: str,
+    mailbox: Mailbox,
+) -> None:
+    tab = await open_tab()
+    page = tab.page
+    await book_needing_authentication(page, held_service)
+    await page.get_by_role("button", name="Fail authentication").click()
+
+    # localstripe's words for the bank's refusal (real Stripe.js has its own), then ours.
+    await expect(page.locator("#booking-status")).to_have_text(
+        "The provided PaymentMethod has failed authentication. "
+        "Nothing was booked and nothing was taken from your card."
+    )
+    book = page.get_by_role("button", name="Save card and book")
+    await expect(book).to_be_enabled()
+    await snapshot(page, "book-hold-authentication-failed")
+    # The service was not asked again: nothing started.
+    assert tab.calls_to("/api/confirm-booking") == 1
+    assert await count_sessions(browser_database_url) == 0
+    pod = await shop.get_pod_by_name("pod1")
+    assert pod is not None and pod.in_use is False
+    assert mailbox.messages() == []
+    assert tab.problems == []
+
+
+async def test_a_declined_hold_is_told_in_words_and_starts_no_session(
+    open_tab: OpenTab,
+    held_service: ServiceProcess,
+    shop: PostgresDatabase,
+    browser_database_url: str,
+) -> None:
+    tab = await open_tab()
+    page = tab.page
+    await page.goto(f"{held_service.url}/book?podName=pod1")
+    await page.get_by_label("E-mail").fill(CUSTOMER)
+    # Saved without trouble; the bank refuses every payment, the hold included.
+    await fill_card(page, CARD_DECLINED_AT_CHARGE)
+    book = page.get_by_role("button", name="Save card and book")
+    async with page.expect_response("**/api/confirm-booking") as answer:
+        await book.click()
+    response = await answer.value
+    assert response.status == 402
+    refused = await response.json()
+    assert not refused.get("requires_action")
+    assert "declined" in refused["detail"]
+
+    status = page.locator("#booking-status")
+    await expect(status).to_have_text(refused["detail"])
+    await expect(status).to_have_class("status is-error")
+    await expect(book).to_be_enabled()
+    await snapshot(page, "book-hold-declined")
+    assert await count_sessions(browser_database_url) == 0
+    pod = await shop.get_pod_by_name("pod1")
+    assert pod is not None and pod.in_use is False
     assert tab.problems == []

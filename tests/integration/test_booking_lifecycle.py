@@ -132,6 +132,9 @@ async def test_whole_flow_from_card_to_receipt(
         "payment_status": "succeeded",
         "end_time": result["end_time"],
         "error": None,
+        "hold_pence": None,
+        "captured_pence": None,
+        "released_pence": None,
     }
     [intent] = await payment_intents_of(stripe_client, card.customer_id)
     assert (intent["amount"], intent["currency"], intent["status"]) == (263, "gbp", "succeeded")
@@ -374,6 +377,9 @@ async def test_a_declined_charge_ends_the_session_and_tells_both(
         "payment_status": "failed",
         "end_time": result["end_time"],
         "error": "card_declined: Your card was declined.",
+        "hold_pence": None,
+        "captured_pence": None,
+        "released_pence": None,
     }
     assert (await client.get("/api/pod?podName=pod1")).json()["in_use"] is False
     [customer_mail] = await mailbox.wait_for("payment_failed")

@@ -306,6 +306,18 @@ async def test_a_slot_frees_when_the_oldest_attempt_leaves_the_window(
     assert await db.take_booking_slot({"ip:a": 2}, window_seconds=400) == 0
 
 
+async def test_the_wait_never_exceeds_the_window(
+    db: PostgresDatabase, sql: asyncpg.Connection
+) -> None:
+    # A caller that began before another, then waited on its lock, reads that one's row:
+    # stamped with a later transaction time than its own. A slot still frees within one
+    # window, so Retry-After says at most the window (not 601 s, "11 minutes").
+    await sql.execute(
+        "insert into booking_attempts (key, created_at) values ('ip:a', now() + interval '1 s')"
+    )
+    assert await db.take_booking_slot({"ip:a": 1}, window_seconds=600) == 600
+
+
 # Reuse of the browser's own unconfirmed SetupIntent
 
 

@@ -824,13 +824,17 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
     finally:
         await connection.close()
     assert [row["function"] for row in rows] == [
+        "qwip_begin_hold(text,uuid,bigint,integer,text)",
+        "qwip_claim_abandoned_holds(integer)",
         "qwip_claim_access_code_work(uuid,integer)",
         "qwip_claim_charge(uuid,integer,integer)",
         "qwip_claim_emails(integer,integer)",
         "qwip_dead_letter_email(bigint,text,jsonb)",
         "qwip_end_session(uuid,integer,integer)",
+        "qwip_end_session_with_hold(uuid,integer,integer)",
         "qwip_fail_access_code(uuid)",
         "qwip_get_session(uuid,text)",
+        "qwip_get_session_with_hold(uuid,text)",
         "qwip_list_access_code_work(integer)",
         "qwip_list_overdue_sessions(integer)",
         "qwip_list_unsettled_sessions(integer)",
@@ -838,7 +842,9 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_queue_emails(jsonb)",
         "qwip_record_access_code(uuid,text,text)",
         "qwip_record_event(text,text,jsonb)",
+        "qwip_record_hold(text,text,text,text)",
         "qwip_record_payment(uuid,integer,text,text,text,jsonb,text,text)",
+        "qwip_record_settlement(uuid,integer,text,text,text,jsonb,text,text,integer,integer)",
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_service_only(text[])",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,jsonb)",

@@ -330,6 +330,9 @@ async def test_a_lock_that_cannot_take_the_code_ends_the_session_without_charge(
             "payment_status": "not_charged",
             "end_time": result["end_time"],
             "error": None,
+            "hold_pence": None,
+            "captured_pence": None,
+            "released_pence": None,
         },
     )
     assert await payment_intents_of(stripe_client, card.customer_id) == []

@@ -45,6 +45,10 @@ PINNED = {
     "0006_email_dead_letters.sql": (
         "9c16b38d775ed736c7fcc66fbe615f9902697a891fb460c84f21f48742a21015"
     ),
+    "0007_card_holds.sql": ("d6a94f6006e0483b0f2b0602a6a41ad7cb1663204dd1d41fa4217edc2bcce15f"),
+    "0008_booking_wait_within_window.sql": (
+        "b11dbd39474920b8900a7de8b540dfa3d9d98c89020b3d2206b49b483b5867bf"
+    ),
 }
 
 ALL_APPLIED = (

@@ -3,6 +3,7 @@
 What the pages do in a browser is tested in tests/browser/.
 """
 
+import asyncio
 import re
 from decimal import Decimal
 from uuid import uuid4
@@ -234,3 +235,76 @@ async def test_the_pages_scripts_are_served_as_javascript(client: httpx.AsyncCli
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cache-control"] == "no-cache"
     assert (await client.get("/static/missing.js")).status_code == 404
+
+
+HOLD_WORDS = (
+    "is held on your card; you pay only for the minutes you use and the rest is released "
+    "when you end."
+)
+
+
+async def test_booking_page_says_the_hold_before_the_card_is_entered(
+    make_settings: SettingsFactory, pod1: int
+) -> None:
+    async with running(create_app(make_settings(HOLD_MINUTES="60"))) as client:
+        response = await client.get("/book?podName=pod1")
+    assert response.status_code == 200
+    # 60 minutes at 25p a minute.
+    assert f'<p class="hint hold" id="hold">£15.00 {HOLD_WORDS}</p>' in response.text
+    assert response.text.index('id="hold"') < response.text.index('id="card-element"')
+
+
+async def test_booking_page_without_holds_says_nothing_of_one(
+    make_settings: SettingsFactory, pod1: int
+) -> None:
+    async with running(create_app(make_settings(HOLD_MINUTES="0"))) as client:
+        response = await client.get("/book?podName=pod1")
+    assert response.status_code == 200
+    assert "held" not in response.text
+    assert (
+        '<div id="card-element" class="card-field" role="group" '
+        'aria-labelledby="card-label"></div>'
+    ) in response.text
+
+
+async def test_end_session_page_says_what_was_taken_from_the_hold_and_released(
+    make_settings: SettingsFactory, db: PostgresDatabase, localstripe_url: str
+) -> None:
+    # A penny a second, so that a stay of a second or two is charged.
+    await db.insert_pod(
+        NewPod(name="dear", address="2 Side Road", price=Decimal("0.60"), currency="gbp")
+    )
+    settings = make_settings(HOLD_MINUTES="60", MINIMUM_CHARGE_PENCE="1")
+    async with running(create_app(settings)) as client:
+        created = (await client.get("/api/create-setup-intent?podName=dear")).json()
+        await confirm_card(
+            sdk(localstripe_url), created["setup_intent_id"], email="ada@example.com"
+        )
+        booked = await client.post(
+            "/api/confirm-booking",
+            json={
+                "setup_intent_id": created["setup_intent_id"],
+                "client_secret": created["client_secret"],
+            },
+        )
+        assert booked.status_code == 200, booked.text
+        session_id = booked.json()["session_id"]
+        open_page = await client.get(f"/end-session?sessionId={session_id}")
+        assert '<div class="fact"><dt>Held on your card</dt><dd>£36.00</dd></div>' in (
+            open_page.text
+        )
+        await asyncio.sleep(1.2)
+        ended = (await client.post("/api/end-session", json={"sessionId": session_id})).json()
+        response = await client.get(f"/end-session?sessionId={session_id}")
+    cost = ended["final_cost_pence"]
+    assert cost > 0 and ended["payment_status"] == "succeeded", ended
+    assert (ended["hold_pence"], ended["captured_pence"], ended["released_pence"]) == (
+        3600,
+        cost,
+        3600 - cost,
+    )
+    assert (
+        '<p class="outcome-hold" id="receipt-hold">'
+        f"{format_money(cost, 'gbp')} was taken from the £36.00 held; "
+        f"{format_money(3600 - cost, 'gbp')} was released.</p>"
+    ) in response.text

@@ -199,6 +199,9 @@ async def test_preview_of_an_open_session(
             "currency": "gbp",
             "is_complete": False,
             "payment_status": None,
+            "hold_pence": None,
+            "captured_pence": None,
+            "released_pence": None,
         }
 
 

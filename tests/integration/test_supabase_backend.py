@@ -175,7 +175,7 @@ async def test_a_booking_runs_end_to_end_on_supabase(
     called = {r.url.path for r in postgrest.requests}
     assert {
         "/rest/v1/rpc/qwip_start_session_once",
-        "/rest/v1/rpc/qwip_end_session",
+        "/rest/v1/rpc/qwip_end_session_with_hold",
         "/rest/v1/rpc/qwip_claim_charge",
         "/rest/v1/rpc/qwip_record_payment",
         "/rest/v1/rpc/qwip_claim_emails",

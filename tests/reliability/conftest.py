@@ -128,33 +128,51 @@ class Cluster:
         return self.replicas[index % len(self.replicas)].url
 
 
+# Production's default: every booking places a hold, every end captures or releases it.
+HOLD_MINUTES = 60
+
+
 @pytest.fixture(scope="session")
 def cluster(
     postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
+    """The replicas with holds on, as production runs."""
     with migrated_database(postgres_server_url, "qwip_reliability") as database_url:
-        yield from _cluster_on(database_url, tmp_path_factory.mktemp("cluster"))
+        yield from _cluster_on(
+            database_url, tmp_path_factory.mktemp("cluster"), hold_minutes=HOLD_MINUTES
+        )
 
 
-def _cluster_on(database_url: str, folder: Path) -> Iterator[Cluster]:
+@pytest.fixture(scope="session")
+def charge_cluster(
+    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Replicas with holds off (HOLD_MINUTES=0: the off-session charge at the end), on a
+    database and a localstripe of their own; the service reads HOLD_MINUTES at start."""
+    with migrated_database(postgres_server_url, "qwip_reliability_charges") as database_url:
+        yield from _cluster_on(database_url, tmp_path_factory.mktemp("charges"), hold_minutes=0)
+
+
+def _cluster_on(database_url: str, folder: Path, *, hold_minutes: int) -> Iterator[Cluster]:
     smtp = Smtp()
     localstripe = Localstripe(folder)
     proxy = LatencyProxy(localstripe.url, free_port()).start()
     ports = [free_port(), free_port()]
     localstripe.webhook_urls = [f"http://127.0.0.1:{port}/webhook/stripe" for port in ports]
     localstripe.start(fresh=True)
+    settings = service_settings(
+        # production's rules (no stand-in, every secret required) on local peers
+        app_env="test",
+        database_url=database_url,
+        stripe_api_base=proxy.url,
+        smtp_port=smtp.port,
+        public_url="http://qwip.test",
+        # its own, so that the log checks look for secrets that nothing else uses
+        stripe_secret=STRIPE_SECRET,
+        webhook_secret=WEBHOOK_SECRET,
+    )
     env = clean_environment(
-        **service_settings(
-            # production's rules (no stand-in, every secret required) on local peers
-            app_env="test",
-            database_url=database_url,
-            stripe_api_base=proxy.url,
-            smtp_port=smtp.port,
-            public_url="http://qwip.test",
-            # its own, so that the log checks look for secrets that nothing else uses
-            stripe_secret=STRIPE_SECRET,
-            webhook_secret=WEBHOOK_SECRET,
-        ),
+        **{**settings, "HOLD_MINUTES": str(hold_minutes)},
         SMTP_TIMEOUT_SECONDS="2",
         BACKGROUND_INTERVAL_SECONDS="0.5",
         EMAIL_RETRY_BASE_SECONDS="0.5",
@@ -180,7 +198,19 @@ def _cluster_on(database_url: str, folder: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def fresh(cluster: Cluster) -> AsyncIterator[Cluster]:
-    """The cluster with an empty database, pods seeded, and an empty inbox."""
+    """The cluster (holds on) with an empty database, pods seeded, and an empty inbox."""
+    async for ready in _freshen(cluster):
+        yield ready
+
+
+@pytest.fixture
+async def fresh_charges(charge_cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The cluster with holds off, freshened the same way."""
+    async for ready in _freshen(charge_cluster):
+        yield ready
+
+
+async def _freshen(cluster: Cluster) -> AsyncIterator[Cluster]:
     await reset_tables(cluster.database_url)
     connection = await asyncpg.connect(cluster.database_url)
     try:
@@ -202,6 +232,13 @@ async def fresh(cluster: Cluster) -> AsyncIterator[Cluster]:
 @pytest.fixture
 async def sql(fresh: Cluster) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(fresh.database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def sql_charges(fresh_charges: Cluster) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(fresh_charges.database_url)
     yield connection
     await connection.close()
 

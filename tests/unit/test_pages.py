@@ -228,3 +228,120 @@ def test_an_open_sessions_receipt_is_empty_and_inert(settings: Settings) -> None
     assert '<p class="outcome outcome--wait" id="receipt-outcome"></p>' in page
     assert '<p class="amount" id="live-cost" aria-live="off">£0.75</p>' in page
     assert '<dd id="live-elapsed">3 min 00 s</dd>' in page
+
+
+def with_hold_minutes(settings: Settings, minutes: int) -> Settings:
+    return settings.model_copy(update={"HOLD_MINUTES": minutes})
+
+
+HOLD_WORDS = (
+    "£15.00 is held on your card; you pay only for the minutes you use and the rest is "
+    "released when you end."
+)
+
+
+def test_booking_page_says_the_hold_before_the_card_is_entered(settings: Settings) -> None:
+    page = booking_page(POD, settings=with_hold_minutes(settings, 60), stripe=stripe_js(settings))
+    # 60 minutes at 25p a minute.
+    assert f'<p class="hint hold" id="hold">{HOLD_WORDS}</p>' in page
+    assert page.index('id="hold"') < page.index('id="card-element"')
+    assert (
+        '<div id="card-element" class="card-field" role="group" aria-labelledby="card-label" '
+        'aria-describedby="hold"></div>'
+    ) in page
+
+
+def test_booking_page_holds_at_least_the_minimum_charge(settings: Settings) -> None:
+    cheap = replace(POD, price=Decimal("0.001"))  # 60 minutes cost 6p, below the 30p minimum
+    page = booking_page(cheap, settings=with_hold_minutes(settings, 60), stripe=stripe_js(settings))
+    assert (
+        '<p class="hint hold" id="hold">£0.30 is held on your card; you pay only for the minutes '
+        "you use and the rest is released when you end.</p>"
+    ) in page
+
+
+def test_booking_page_without_holds_says_what_it_said_before(settings: Settings) -> None:
+    page = booking_page(POD, settings=with_hold_minutes(settings, 0), stripe=stripe_js(settings))
+    assert "held" not in page
+    assert 'id="hold"' not in page
+    assert (
+        '<span class="label" id="card-label">Card</span>\n'
+        '    <div id="card-element" class="card-field" role="group" '
+        'aria-labelledby="card-label"></div>\n'
+    ) in page
+
+
+def render_with_hold(record: SessionRecord, settings: Settings, **figures: int | None) -> str:
+    """The end page of a session whose preview tells of a hold with these figures."""
+    preview = sessions.preview_of(record).model_copy(update=figures)
+    return end_session_page(record, preview, settings=settings)
+
+
+def receipt_hold(page: str) -> str:
+    match = re.search(r'<p class="outcome-hold" id="receipt-hold">([^<]*)</p>', page)
+    assert match is not None, page
+    return match[1]
+
+
+@pytest.mark.parametrize(
+    ("captured", "released", "expected"),
+    [
+        (263, 1237, "£2.63 was taken from the £15.00 held; £12.37 was released."),
+        (0, 1500, "Nothing was taken from the £15.00 held; all of it was released."),
+        (1500, 0, "All of the £15.00 held was taken; nothing was released."),
+        (
+            None,
+            None,
+            "£15.00 is held on your card; what you do not owe is released once the payment "
+            "is done.",
+        ),
+    ],
+)
+def test_end_page_says_what_was_taken_from_the_hold_and_released(
+    settings: Settings, captured: int | None, released: int | None, expected: str
+) -> None:
+    record = session(payment_status=PaymentStatus.SUCCEEDED)
+    page = render_with_hold(
+        record, settings, hold_pence=1500, captured_pence=captured, released_pence=released
+    )
+    assert receipt_hold(page) == expected
+    # The payment's own outcome is worded as without a hold.
+    assert "Paid: £2.63 was charged to your saved card." in page
+
+
+def test_end_page_of_an_open_session_shows_the_hold_and_every_wording_for_its_script(
+    settings: Settings,
+) -> None:
+    record = session(end_time=None, payment_status=None, cost_pence=None)
+    page = render_with_hold(
+        record, settings, hold_pence=1500, captured_pence=None, released_pence=None
+    )
+    assert '<div class="fact"><dt>Held on your card</dt><dd>£15.00</dd></div>' in page
+    assert '<p class="outcome-hold" id="receipt-hold"></p>' in page
+    slot = '<span data-slot="{}"></span>'.format
+    assert re.findall(r'<template id="held-([a-z]+)">(.*?)</template>', page) == [
+        (
+            "part",
+            f"{slot('captured')} was taken from the {slot('held')} held; "
+            f"{slot('released')} was released.",
+        ),
+        ("none", f"Nothing was taken from the {slot('held')} held; all of it was released."),
+        ("all", f"All of the {slot('held')} held was taken; nothing was released."),
+        (
+            "pending",
+            f"{slot('held')} is held on your card; what you do not owe is released once the "
+            "payment is done.",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("hold_pence", [None, 0])
+def test_end_page_of_a_session_without_a_hold_says_nothing_of_one(
+    settings: Settings, hold_pence: int | None
+) -> None:
+    for record in (session(payment_status=PaymentStatus.SUCCEEDED), session(end_time=None)):
+        page = render_with_hold(
+            record, settings, hold_pence=hold_pence, captured_pence=None, released_pence=None
+        )
+        assert page == render_end_session(record, settings)
+        assert "held" not in page.lower()

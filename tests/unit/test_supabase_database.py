@@ -434,13 +434,13 @@ async def test_get_session_by_id(connect: Connect) -> None:
     assert_request(
         fake.requests[0],
         "POST",
-        "/rest/v1/rpc/qwip_get_session",
+        "/rest/v1/rpc/qwip_get_session_with_hold",
         body={"p_session_id": str(SESSION)},
     )
     assert_request(
         fake.requests[1],
         "POST",
-        "/rest/v1/rpc/qwip_get_session",
+        "/rest/v1/rpc/qwip_get_session_with_hold",
         body={"p_session_id": "00000000-0000-0000-0000-000000000001"},
     )
 
@@ -455,7 +455,7 @@ async def test_get_session_by_setup_intent(connect: Connect) -> None:
     assert_request(
         fake.requests[0],
         "POST",
-        "/rest/v1/rpc/qwip_get_session",
+        "/rest/v1/rpc/qwip_get_session_with_hold",
         body={"p_setup_intent_id": "seti_1"},
     )
 
@@ -539,7 +539,7 @@ async def test_end_session(connect: Connect) -> None:
     assert_request(
         fake.requests[0],
         "POST",
-        "/rest/v1/rpc/qwip_end_session",
+        "/rest/v1/rpc/qwip_end_session_with_hold",
         body={"p_session_id": str(SESSION), "p_max_minutes": 180, "p_lease_seconds": 120},
     )
 
@@ -550,7 +550,9 @@ async def test_an_rpc_answering_the_wrong_shape_is_an_error(connect: Connect) ->
         rows(200, [{**SESSION_ROW, "charge_claimed": None}]),
         rows(200, [{"cost_pence": "263", "claimed": True}]),
     )
-    with pytest.raises(TypeError, match=r"^qwip_end_session: expected list from PostgREST"):
+    with pytest.raises(
+        TypeError, match=r"^qwip_end_session_with_hold: expected list from PostgREST"
+    ):
         await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
     with pytest.raises(TypeError, match=r"^expected a flag for the charge lease, got None"):
         await database.end_session(SESSION, max_minutes=180, lease_seconds=120)
@@ -639,6 +641,38 @@ async def test_record_payment(connect: Connect) -> None:
         "p_event_id": "evt_2",
         "p_event_type": "payment_intent.succeeded",
     }
+
+
+async def test_record_payment_of_a_hold_records_the_settlement(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "recorded"))
+    outcome = await database.record_payment(
+        SESSION,
+        cost_pence=263,
+        status=PaymentStatus.SUCCEEDED,
+        payment_intent_id="pi_hold",
+        error=None,
+        emails=[],
+        captured_pence=263,
+        released_pence=1237,
+    )
+    assert outcome == "recorded"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_settlement",
+        body={
+            "p_session_id": str(SESSION),
+            "p_cost_pence": 263,
+            "p_status": "succeeded",
+            "p_payment_intent_id": "pi_hold",
+            "p_error": None,
+            "p_emails": [],
+            "p_event_id": None,
+            "p_event_type": None,
+            "p_captured_pence": 263,
+            "p_released_pence": 1237,
+        },
+    )
 
 
 async def test_list_unsettled_sessions(connect: Connect) -> None:
@@ -826,6 +860,77 @@ async def test_take_booking_slot(connect: Connect) -> None:
     )
 
 
+# Card holds
+
+
+async def test_begin_hold(connect: Connect) -> None:
+    hold = {
+        "session_id": str(SESSION),
+        "amount_pence": 1500,
+        "currency": "gbp",
+        "payment_intent_id": None,
+        "state": "placing",
+        "error": None,
+    }
+    database, fake = await connect(rows(200, hold))
+    found = await database.begin_hold(
+        "seti_1", session_id=SESSION, pod_id=7, amount_pence=1500, currency="gbp"
+    )
+    assert (found.session_id, found.amount_pence, found.state) == (SESSION, 1500, "placing")
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_begin_hold",
+        body={
+            "p_setup_intent_id": "seti_1",
+            "p_session_id": str(SESSION),
+            "p_pod_id": 7,
+            "p_amount_pence": 1500,
+            "p_currency": "gbp",
+        },
+    )
+
+
+async def test_record_hold(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "held"))
+    assert await database.record_hold("seti_1", payment_intent_id="pi_1", state="held") == "held"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_hold",
+        body={
+            "p_setup_intent_id": "seti_1",
+            "p_payment_intent_id": "pi_1",
+            "p_state": "held",
+            "p_error": None,
+        },
+    )
+
+
+async def test_claim_abandoned_holds(connect: Connect) -> None:
+    claimed = {
+        "setup_intent_id": "seti_1",
+        "session_id": str(SESSION),
+        "pod_id": 7,
+        "amount_pence": 1500,
+        "currency": "gbp",
+        "payment_intent_id": "pi_1",
+    }
+    database, fake = await connect(rows(200, [claimed]))
+    [hold] = await database.claim_abandoned_holds(idle_seconds=900)
+    assert (hold.setup_intent_id, hold.payment_intent_id, hold.state) == (
+        "seti_1",
+        "pi_1",
+        "releasing",
+    )
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_claim_abandoned_holds",
+        body={"p_idle_seconds": 900},
+    )
+
+
 # E-mail outbox
 
 
@@ -991,6 +1096,11 @@ OPERATIONS: dict[str, Operation] = {
     "mark_email_failed": lambda db: db.mark_email_failed(5, retry_in_seconds=1, error="x"),
     "dead_letter_email": lambda db: db.dead_letter_email(5, error="x", notice=None),
     "take_booking_slot": lambda db: db.take_booking_slot({"ip:x": 1}, window_seconds=60),
+    "begin_hold": lambda db: db.begin_hold(
+        "seti_1", session_id=SESSION, pod_id=1, amount_pence=1500, currency="gbp"
+    ),
+    "record_hold": lambda db: db.record_hold("seti_1", payment_intent_id="pi_1", state="held"),
+    "claim_abandoned_holds": lambda db: db.claim_abandoned_holds(idle_seconds=900),
 }
 
 TROUBLE: dict[str, Reply] = {
