@@ -6,18 +6,16 @@ access-code e-mail) is enforced by the database, so any replica may handle any r
 """
 
 import logging
-import math
 import secrets
 import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from svc import booking_limits, email_manager, payments_manager, seam_accessor, turnstile
+from svc import booking_limits, email_manager, holds, payments_manager, seam_accessor, turnstile
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.payments_manager import (
     HoldOutcome,
-    PaymentProviderUnavailable,
     SetupIntentInfo,
     SetupIntentNotFound,
     StripeEvent,
@@ -78,47 +76,6 @@ class BookingExpired(ServiceError):
             f"This booking has expired: the card was saved more than {minutes} minutes ago, "
             "so the session did not start. You have not been charged. Please book again."
         )
-
-
-class HoldNeedsAuthentication(ServiceError):
-    """The bank asks the cardholder to confirm the hold: the page does it with Stripe.js
-    (the PaymentIntent's client secret) and calls confirm-booking again."""
-
-    status_code = 402
-
-    def __init__(self, amount: str, client_secret: str | None) -> None:
-        super().__init__(
-            f"Your bank asks you to confirm the hold of {amount} on your card before your "
-            "session starts. Nothing has been charged."
-        )
-        self.extra = {"requires_action": True, "payment_intent_client_secret": client_secret}
-
-
-class HoldDeclined(ServiceError):
-    status_code = 402
-
-    def __init__(self, amount: str, reason: str) -> None:
-        super().__init__(
-            f"Your card could not hold {amount} ({reason}), so your session did not start. "
-            "Nothing was charged and nothing is held; please try another card."
-        )
-        self.extra = {"requires_action": False, "payment_intent_client_secret": None}
-
-
-class HoldReleased(ServiceError):
-    status_code = 409
-
-    def __init__(self) -> None:
-        super().__init__(
-            "The hold on your card for this booking was released (it was not confirmed in "
-            "time), so the session did not start. You have not been charged. Please book again."
-        )
-
-
-def _reason_in_words(error: str | None) -> str:
-    """ "card_declined: Your card was declined." -> "Your card was declined"."""
-    words = (error or "").partition(": ")[2] or error or "the card was declined"
-    return words.rstrip(".")
 
 
 # Saving a card
@@ -269,13 +226,20 @@ async def start_session(
     )
     hold: HoldOutcome | None = None
     if settings.HOLD_MINUTES > 0 and hold_pence > 0:
-        held = await _hold_card(services, setup, pod, session_id=session_id, amount=hold_pence)
-        if isinstance(held, StartResult):
+        held = await holds.hold_card(services, setup, pod, session_id=session_id, amount=hold_pence)
+        if isinstance(held, holds.HoldNotPlaced):
+            result = StartResult(
+                held.outcome,
+                pod_name=pod.name,
+                hold=held.hold,
+                hold_pence=held.hold_pence,
+                currency=held.currency,
+            )
             if held.outcome is StartOutcomeKind.HOLD_DECLINED:
                 return await _tell_hold_declined(
-                    services, held, setup, pod, email, event_id, event_type
+                    services, result, setup, pod, email, event_id, event_type
                 )
-            return held
+            return result
         session_id, hold = held
     smart_lock = services.has_smart_lock(pod.seam_device_id)
     for _ in range(5):
@@ -327,7 +291,7 @@ async def start_session(
     ):
         # No session for this hold: released now (or by the background round if Stripe
         # cannot be reached now).
-        await _release_hold(services, setup.id, hold.payment_intent_id)
+        await holds.release_hold(services, setup.id, hold.payment_intent_id)
     if outcome.outcome is StartOutcomeKind.HOLD_RELEASED:
         logger.info("booking.hold_released pod=%s setup_intent=%s", pod.name, setup.id)
         return StartResult(StartOutcomeKind.HOLD_RELEASED, pod_name=pod.name)
@@ -350,125 +314,6 @@ async def start_session(
             email is not None,
         )
     return StartResult(outcome.outcome, session)
-
-
-async def _hold_card(
-    services: Services, setup: SetupIntentInfo, pod: Pod, *, session_id: UUID, amount: int
-) -> tuple[UUID, HoldOutcome] | StartResult:
-    """The SetupIntent's hold, recorded before it is placed, then placed (or read again)
-    at Stripe: the session id it names and Stripe's word on it, or why it starts nothing.
-    A hold released before (or being released) is left for the database to refuse."""
-    db = services.db
-    assert setup.customer_id is not None and setup.payment_method_id is not None
-    record = await db.begin_hold(
-        setup.id, session_id=session_id, pod_id=pod.id, amount_pence=amount, currency=pod.currency
-    )
-    outcome = HoldOutcome(record.state, record.payment_intent_id, error=record.error)
-    state = record.state
-    if state in ("placing", "requires_action"):
-        if record.payment_intent_id is None:
-            outcome = await payments_manager.place_hold(
-                services.stripe,
-                setup_intent_id=setup.id,
-                session_id=record.session_id,
-                pod_id=pod.id,
-                amount_pence=record.amount_pence,
-                currency=record.currency,
-                customer_id=setup.customer_id,
-                payment_method_id=setup.payment_method_id,
-            )
-        if outcome.payment_intent_id is not None and (
-            record.payment_intent_id is not None or outcome.state == "requires_action"
-        ):
-            # Stripe's word now: the cardholder may have authenticated since the first
-            # answer (which the idempotency key replays as it was).
-            outcome = await payments_manager.retrieve_hold(
-                services.stripe, outcome.payment_intent_id
-            )
-        state = await db.record_hold(
-            setup.id,
-            payment_intent_id=outcome.payment_intent_id,
-            state=outcome.state,
-            error=outcome.error,
-        )
-        logger.info(
-            "booking.hold setup_intent=%s state=%s pence=%s", setup.id, state, record.amount_pence
-        )
-    if state == "failed":
-        return StartResult(
-            StartOutcomeKind.HOLD_DECLINED,
-            pod_name=pod.name,
-            hold=HoldOutcome("failed", outcome.payment_intent_id, error=outcome.error),
-            hold_pence=record.amount_pence,
-            currency=record.currency,
-        )
-    if state == "requires_action":
-        return StartResult(
-            StartOutcomeKind.HOLD_REQUIRES_ACTION,
-            pod_name=pod.name,
-            hold=outcome,
-            hold_pence=record.amount_pence,
-            currency=record.currency,
-        )
-    if state == "placing":
-        # Neither held nor refused (Stripe still processing): the caller tries again.
-        raise PaymentProviderUnavailable()
-    payment_intent_id = outcome.payment_intent_id or record.payment_intent_id
-    return record.session_id, HoldOutcome(state, payment_intent_id)
-
-
-async def _release_hold(
-    services: Services, setup_intent_id: str, payment_intent_id: str | None
-) -> None:
-    """Cancel a hold whose session did not start; if Stripe cannot be reached now, the
-    background round releases it after HOLD_ABANDON_MINUTES."""
-    if payment_intent_id is not None:
-        try:
-            await payments_manager.cancel_hold(services.stripe, payment_intent_id=payment_intent_id)
-        except PaymentProviderUnavailable:
-            logger.warning("booking.hold_release_later setup_intent=%s", setup_intent_id)
-            return
-    await services.db.record_hold(
-        setup_intent_id, payment_intent_id=payment_intent_id, state="canceled"
-    )
-    logger.info("booking.hold_canceled setup_intent=%s", setup_intent_id)
-
-
-async def release_abandoned_holds(services: Services) -> None:
-    """Holds whose session never started, quiet for HOLD_ABANDON_MINUTES: released."""
-    idle_seconds = max(1, math.ceil(services.settings.HOLD_ABANDON_MINUTES * 60))
-    for hold in await services.db.claim_abandoned_holds(idle_seconds=idle_seconds):
-        payment_intent_id = hold.payment_intent_id
-        if payment_intent_id is None:
-            # Recorded, but its answer from Stripe never recorded: the same key finds it
-            # (or places it now, to be released at once). The SetupIntent gives the card.
-            try:
-                setup = await payments_manager.retrieve_setup_intent(
-                    services.stripe, hold.setup_intent_id
-                )
-            except payments_manager.SetupIntentNotFound:
-                await services.db.record_hold(
-                    hold.setup_intent_id, payment_intent_id=None, state="canceled"
-                )
-                continue
-            if setup.customer_id is None or setup.payment_method_id is None:
-                await services.db.record_hold(
-                    hold.setup_intent_id, payment_intent_id=None, state="canceled"
-                )
-                continue
-            placed = await payments_manager.place_hold(
-                services.stripe,
-                setup_intent_id=hold.setup_intent_id,
-                session_id=hold.session_id,
-                pod_id=hold.pod_id or 0,
-                amount_pence=hold.amount_pence,
-                currency=hold.currency,
-                customer_id=setup.customer_id,
-                payment_method_id=setup.payment_method_id,
-            )
-            payment_intent_id = placed.payment_intent_id
-        logger.info("booking.hold_abandoned setup_intent=%s", hold.setup_intent_id)
-        await _release_hold(services, hold.setup_intent_id, payment_intent_id)
 
 
 async def _tell_hold_declined(
@@ -494,7 +339,7 @@ async def _tell_hold_declined(
                 pod_name=pod.name,
                 hold_pence=result.hold_pence,
                 currency=pod.currency,
-                reason=_reason_in_words(result.hold.error),
+                reason=holds.reason_in_words(result.hold.error),
             )
         )
     if not await services.db.record_event(event_id, event_type or "", emails):
@@ -548,17 +393,17 @@ async def confirm_booking(
         raise BookingExpired(services.settings.BOOKING_WINDOW_MINUTES)
     if result.outcome is StartOutcomeKind.HOLD_REQUIRES_ACTION:
         assert result.hold is not None and result.hold_pence is not None
-        raise HoldNeedsAuthentication(
+        raise holds.HoldNeedsAuthentication(
             format_money(result.hold_pence, result.currency or ""), result.hold.client_secret
         )
     if result.outcome is StartOutcomeKind.HOLD_DECLINED:
         assert result.hold is not None and result.hold_pence is not None
-        raise HoldDeclined(
+        raise holds.HoldDeclined(
             format_money(result.hold_pence, result.currency or ""),
-            _reason_in_words(result.hold.error),
+            holds.reason_in_words(result.hold.error),
         )
     if result.outcome is StartOutcomeKind.HOLD_RELEASED:
-        raise HoldReleased()
+        raise holds.HoldReleased()
     if result.outcome is StartOutcomeKind.UNKNOWN_POD:
         raise PodNotFound(f"named {setup.metadata.get('pod_name', '')!r}")
     assert result.session is not None

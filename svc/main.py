@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from svc import api, background, bookings, email_delivery, locks, pages, runtime, sessions
+from svc import api, background, email_delivery, holds, locks, pages, runtime, sessions
 from svc.api.guards import BodySizeLimit, CrossOrigin, StrictTransportSecurity
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -76,7 +76,7 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
         ),
         "holds": background.run_periodically(
             "holds",
-            lambda: bookings.release_abandoned_holds(services),
+            lambda: holds.release_abandoned_holds(services),
             wake=Outbox(),
             interval=interval,
         ),

@@ -17,9 +17,8 @@ from svc.database_accessor.base import (
     InvalidPod,
     Params,
     PodNameTaken,
-    check_message,
-    pod_from_row,
 )
+from svc.database_accessor.rows import check_message, pod_from_row
 from svc.records import NewPod, Pod, PodChanges
 
 logger = logging.getLogger(__name__)

@@ -4,13 +4,8 @@ import time
 import pytest
 
 from svc.env import Settings
-from svc.payments_manager import (
-    InvalidWebhook,
-    SetupIntentInfo,
-    _outcome_of,
-    build_client,
-    verify_webhook,
-)
+from svc.payments_manager import InvalidWebhook, SetupIntentInfo, build_client, verify_webhook
+from svc.payments_manager.charges import _outcome_of
 from svc.types import PaymentStatus
 from tests.support.stripe_helpers import event_body, sign
 
