@@ -31,7 +31,21 @@ class PodPublic(BaseModel):
         )
 
 
-class SessionPreview(BaseModel):
+class HoldFigures(BaseModel):
+    """What became of the card hold placed at booking: the answers that report money carry it."""
+
+    hold_pence: int | None = Field(
+        default=None, description="Held on the card at booking, in minor units; null: no hold."
+    )
+    captured_pence: int | None = Field(
+        default=None, description="Captured of the hold; null until captured, or no hold."
+    )
+    released_pence: int | None = Field(
+        default=None, description="Released of the hold; null until released, or no hold."
+    )
+
+
+class SessionPreview(HoldFigures):
     session_id: UUID
     pod_name: str
     start_time: datetime
@@ -42,15 +56,6 @@ class SessionPreview(BaseModel):
     currency: str
     is_complete: bool
     payment_status: PaymentStatus | None
-    hold_pence: int | None = Field(
-        default=None, description="Held on the card at booking, in minor units; null: no hold."
-    )
-    captured_pence: int | None = Field(
-        default=None, description="Captured of the hold; null until captured, or no hold."
-    )
-    released_pence: int | None = Field(
-        default=None, description="Released of the hold; null until released, or no hold."
-    )
 
 
 class SessionStatus(BaseModel):
@@ -158,7 +163,7 @@ class EndSessionRequest(BaseModel):
     session_id: UUID = Field(validation_alias=AliasChoices("sessionId", "session_id"))
 
 
-class EndSessionResult(BaseModel):
+class EndSessionResult(HoldFigures):
     status: Literal["success", "failed"]
     session_id: UUID
     final_cost: Decimal
@@ -168,15 +173,6 @@ class EndSessionResult(BaseModel):
     payment_status: PaymentStatus
     end_time: datetime
     error: str | None
-    hold_pence: int | None = Field(
-        default=None, description="Held on the card at booking, in minor units; null: no hold."
-    )
-    captured_pence: int | None = Field(
-        default=None, description="Captured of the hold; null until captured, or no hold."
-    )
-    released_pence: int | None = Field(
-        default=None, description="Released of the hold; null until released, or no hold."
-    )
 
 
 class WebhookAck(BaseModel):

@@ -184,14 +184,7 @@ async def settle(
         outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
         return await _record(services, session, outcome)
     try:
-        outcome = await payments_manager.charge_session(
-            services.stripe,
-            session_id=session.id,
-            amount_pence=cost,
-            currency=session.currency,
-            customer_id=session.stripe_customer_id,
-            payment_method_id=session.stripe_payment_method,
-        )
+        outcome = await _charge_off_session(services, session, cost)
     except PaymentProviderUnavailable:
         # Nothing recorded: the next call (or the background round) tries again with the
         # same amount and the same idempotency key, so Stripe charges at most once.
@@ -201,6 +194,21 @@ async def settle(
         await db.release_charge(session.id)
         return await find_session(db, session.id)
     return await _record(services, session, outcome)
+
+
+async def _charge_off_session(
+    services: Services, session: SessionRecord, amount_pence: int
+) -> payments_manager.ChargeOutcome:
+    """The saved card charged off-session: the whole cost without a hold, or what is
+    above the hold with one (both under the session's one charge key)."""
+    return await payments_manager.charge_session(
+        services.stripe,
+        session_id=session.id,
+        amount_pence=amount_pence,
+        currency=session.currency,
+        customer_id=session.stripe_customer_id,
+        payment_method_id=session.stripe_payment_method,
+    )
 
 
 async def _settle_hold(services: Services, session: SessionRecord, cost: int) -> SessionRecord:
@@ -227,14 +235,7 @@ async def _settle_hold(services: Services, session: SessionRecord, cost: int) ->
                 services, session, outcome, captured=captured, released=held - captured
             )
         # Above the hold: the rest, off-session, as a session without a hold is charged.
-        outcome = await payments_manager.charge_session(
-            services.stripe,
-            session_id=session.id,
-            amount_pence=cost - held,
-            currency=session.currency,
-            customer_id=session.stripe_customer_id,
-            payment_method_id=session.stripe_payment_method,
-        )
+        outcome = await _charge_off_session(services, session, cost - held)
     except PaymentProviderUnavailable:
         # Nothing recorded: the retry sends the same calls with the same keys, for the
         # amount the first attempt fixed.
