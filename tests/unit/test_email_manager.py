@@ -460,3 +460,102 @@ async def test_an_invalid_payload_is_refused_and_the_others_still_go(
     assert [str(outcome) if outcome else None for outcome in outcomes] == [str(refused.value), None]
     [path] = list(settings.OUTBOX_DIR.glob("*.eml"))
     assert path.name.endswith("-000001-access_code.eml")
+
+
+RECEIPT_TEXT = (
+    "Thank you for using pod1.\n\n"
+    "From 26 November 2026, 3:05pm to 26 November 2026, 3:15pm (10 min 30 s).\n\n"
+    "{charge}\n{hold}"
+    f"\nSession: {SESSION_ID}\n"
+)
+
+
+def receipt_text(
+    settings: Settings,
+    record: SessionRecord,
+    *,
+    cost_pence: int = 263,
+    status: PaymentStatus = PaymentStatus.SUCCEEDED,
+    **hold: int,
+) -> str:
+    [receipt] = email_manager.settlement_emails(
+        record, cost_pence=cost_pence, status=status, error=None, operator=None, **hold
+    )
+    message = build_message(outbox(receipt), settings)
+    return str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+
+
+def test_a_receipt_with_a_hold_says_what_was_held_captured_and_released(
+    settings: Settings,
+) -> None:
+    text = receipt_text(settings, session(hold_pence=1500), captured_pence=263, released_pence=1237)
+    assert text == RECEIPT_TEXT.format(
+        charge="Charged: £2.63 to your saved card.",
+        hold="Held at booking: £15.00; captured: £2.63; released: £12.37.\n",
+    )
+
+
+def test_a_hold_released_whole_is_on_the_receipt_of_a_session_not_charged(
+    settings: Settings,
+) -> None:
+    text = receipt_text(
+        settings,
+        session(hold_pence=1500),
+        cost_pence=0,
+        status=PaymentStatus.NOT_CHARGED,
+        captured_pence=0,
+        released_pence=1500,
+    )
+    assert text == RECEIPT_TEXT.format(
+        charge="Not charged: £0.00 is below our minimum charge of £0.30.",
+        hold="Held at booking: £15.00; captured: £0.00; released: £15.00.\n",
+    )
+
+
+def test_a_receipt_without_a_hold_has_no_hold_line(settings: Settings) -> None:
+    text = receipt_text(settings, session())
+    assert text == RECEIPT_TEXT.format(charge="Charged: £2.63 to your saved card.", hold="")
+    assert "Held at booking" not in text
+
+
+def hold_declined(pod_name: str, reason: str) -> OutboxEmail:
+    queued = email_manager.hold_declined_email(
+        setup_intent_id="seti_1",
+        recipient="ada@example.com",
+        pod_name=pod_name,
+        hold_pence=1500,
+        currency="gbp",
+        reason=reason,
+    )
+    assert (queued.kind, queued.recipient, queued.dedupe_key) == (
+        "hold_declined",
+        "ada@example.com",
+        "hold_declined:seti_1",
+    )
+    return outbox(queued)
+
+
+def test_a_declined_hold_tells_the_customer_nothing_started_and_nothing_is_held(
+    settings: Settings,
+) -> None:
+    message = build_message(hold_declined("pod1", "Your card was declined"), settings)
+    assert message["Subject"] == "Your session in pod1 did not start"
+    assert message["To"] == "ada@example.com"
+    assert message.get_body(("plain",)).get_content() == (  # type: ignore[union-attr]
+        "Sorry: your card could not hold £15.00 for your booking of pod1 (Your card was "
+        "declined), so your session did not start.\n\nNothing was charged and nothing is held "
+        "on your card. Please book again with another card.\n"
+    )
+
+
+def test_a_declined_hold_shows_a_hostile_pod_name_and_reason_as_text(settings: Settings) -> None:
+    message = build_message(hold_declined(HOSTILE, HOSTILE), settings)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<script>" not in html
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert (
+        f"<p>Sorry: your card could not hold £15.00 for your booking of {escaped} ({escaped}), "
+        "so your session did not start.</p>"
+    ) in html
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f"booking of {HOSTILE} ({HOSTILE})" in text
