@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from svc import runtime
@@ -24,6 +25,7 @@ from svc.records import NewPod
 from tests.conftest import SERVICE_ROLE_KEY, free_port, with_database
 from tests.integration.conftest import SettingsFactory, running
 from tests.integration.test_booking_lifecycle import book, started_minutes_ago
+from tests.integration.test_card_holds import refunded
 from tests.support.mail import Mailbox
 from tests.support.postgrest import PostgrestOnPostgres, serve
 from tests.support.processes import clean_environment
@@ -293,3 +295,72 @@ async def test_db_init_on_supabase_says_how_to_apply_the_schema(
         "run SQL: apply supabase/migrations/ with `supabase db push`, or set DATABASE_URL to the "
         "project's connection string\n"
     )
+
+
+async def test_a_hold_is_placed_and_captured_for_the_cost_on_supabase(
+    make_settings: SettingsFactory,
+    supabase_url: str,
+    localstripe_url: str,
+    mailbox: Mailbox,
+    sql: asyncpg.Connection,
+    pods: dict[str, int],
+    postgrest: PostgrestOnPostgres,
+) -> None:
+    settings = make_settings(
+        DATABASE_URL=None, SUPABASE_URL=supabase_url, SUPABASE_KEY=SERVICE_ROLE_KEY, HOLD_MINUTES=60
+    )
+    held = 1500  # 60 minutes at £0.25
+    stripe_client = sdk(localstripe_url)
+    async with running(create_app(settings)) as client:
+        card, session_id = await book(client, stripe_client)
+        [hold] = await payment_intents_of(stripe_client, card.customer_id)
+        assert (hold["capture_method"], hold["status"], hold["amount"]) == (
+            "manual",
+            "requires_capture",
+            held,
+        )
+        await started_minutes_ago(sql, session_id, 630)
+        ended = await client.post("/api/end-session", json={"sessionId": str(session_id)})
+        [receipt] = await mailbox.wait_for("receipt")
+
+    body = ended.json()
+    assert ended.status_code == 200, ended.text
+    assert (
+        body["final_cost_pence"],
+        body["payment_status"],
+        body["hold_pence"],
+        body["captured_pence"],
+        body["released_pence"],
+    ) == (263, "succeeded", held, 263, held - 263)
+    # The hold itself was captured for the cost (one capture, under the session's key), and
+    # localstripe refunds the uncaptured rest.
+    [captured] = await payment_intents_of(stripe_client, card.customer_id)
+    assert (captured["id"], captured["status"], captured["amount"]) == (
+        hold["id"],
+        "succeeded",
+        held,
+    )
+    async with httpx.AsyncClient(base_url=localstripe_url) as http:
+        log = (await http.get("/_config/qwip/requests")).json()
+    assert [
+        (entry["idempotency_key"], entry["status"])
+        for entry in log
+        if entry["path"] == f"/v1/payment_intents/{hold['id']}/capture"
+    ] == [(f"qwip-hold-capture-{session_id}", 200)]
+    assert await refunded(stripe_client, captured["latest_charge"]) == held - 263
+    assert "Held at booking: £15.00; captured: £2.63; released: £12.37." in receipt.text
+    row = await sql.fetchrow(
+        "select hold_payment_intent_id, hold_pence, captured_pence, released_pence, "
+        "payment_status from pod_sessions where id = $1",
+        session_id,
+    )
+    assert tuple(row) == (hold["id"], held, 263, held - 263, "succeeded")
+    # Every step of the hold went through the project's REST API.
+    called = {r.url.path for r in postgrest.requests}
+    assert {
+        "/rest/v1/rpc/qwip_begin_hold",
+        "/rest/v1/rpc/qwip_record_hold",
+        "/rest/v1/rpc/qwip_start_session_once",
+        "/rest/v1/rpc/qwip_end_session_with_hold",
+        "/rest/v1/rpc/qwip_record_settlement",
+    } <= called
