@@ -208,6 +208,9 @@ def start_stack(database_url: str, postgres: Postgres) -> Stack:
         BACKGROUND_INTERVAL_SECONDS="3600",
         DATABASE_POOL_SIZE=os.environ.get("BENCH_POOL", "5"),
     )
+    # As production runs (the tests' settings turn it off): a card hold placed at booking,
+    # captured at the end.
+    env["HOLD_MINUTES"] = "60"
     service = ServiceProcess(free_port(), env, cwd=WORK, log=WORK / "service.log")
     bare = ServiceProcess(
         free_port(), env, cwd=WORK, log=WORK / "bare.log", app="bench.bare_app:app"
