@@ -16,7 +16,7 @@ from svc.database_accessor import Database, apply_migrations
 from svc.env import ConfigurationError, load_settings
 from svc.errors import ServiceError
 from svc.local import LocalServiceError
-from svc.records import NewPod, Pod, PodChanges
+from svc.models.records import NewPod, Pod, PodChanges
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAX_PRICE = Decimal("99999999.9999")

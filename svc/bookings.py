@@ -14,14 +14,14 @@ from uuid import UUID, uuid4
 from svc import booking_limits, email_manager, holds, payments_manager, seam_accessor, turnstile
 from svc.database_accessor import Database
 from svc.errors import ServiceError
+from svc.models.records import Pod, SessionRecord, StartSessionRequest
+from svc.models.schemas import BookingConfirmed, SetupIntentCreated, WebhookAck
 from svc.payments_manager import (
     HoldOutcome,
     SetupIntentInfo,
     SetupIntentNotFound,
     StripeEvent,
 )
-from svc.records import Pod, SessionRecord, StartSessionRequest
-from svc.schemas import BookingConfirmed, SetupIntentCreated, WebhookAck
 from svc.services import Services
 from svc.sessions import PodNotFound, find_pod, find_session, reconcile_payment
 from svc.types import StartOutcomeKind

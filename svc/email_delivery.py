@@ -13,7 +13,7 @@ import math
 from svc import email_manager
 from svc.background import retry_delay
 from svc.email_manager import EmailNotSent
-from svc.records import OutboxEmail
+from svc.models.records import OutboxEmail
 from svc.services import Services
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from uuid import UUID
 
 from svc import payments_manager
 from svc.errors import ServiceError
+from svc.models.records import Pod
 from svc.payments_manager import HoldOutcome, PaymentProviderUnavailable, SetupIntentInfo
-from svc.records import Pod
 from svc.services import Services
 from svc.types import StartOutcomeKind
 

@@ -18,8 +18,8 @@ from uuid import UUID
 from svc import email_manager, seam_accessor
 from svc.background import retry_delay
 from svc.errors import ServiceError
-from svc.records import SessionRecord
-from svc.schemas import LockStatus, SessionStatus
+from svc.models.records import SessionRecord
+from svc.models.schemas import LockStatus, SessionStatus
 from svc.seam_accessor import LockError, LockServiceUnavailable
 from svc.services import Services
 from svc.sessions import find_session

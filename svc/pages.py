@@ -20,8 +20,8 @@ from starlette.types import Scope
 from svc import sessions, templating
 from svc.api.deps import ServicesDep, query_value
 from svc.env import Settings
-from svc.records import Pod, SessionRecord
-from svc.schemas import SessionPreview
+from svc.models.records import Pod, SessionRecord
+from svc.models.schemas import SessionPreview
 from svc.services import Services
 from svc.utils import compute_hold_pence
 

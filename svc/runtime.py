@@ -19,7 +19,7 @@ from svc.email_manager import EmailSender, FileSender, Mailer, SmtpSender
 from svc.env import ConfigurationError, Settings
 from svc.local import LocalServiceError, localstripe, port_is_open, stop_process
 from svc.local.postgres import start_embedded_postgres
-from svc.records import NewPod
+from svc.models.records import NewPod
 from svc.services import Outbox, Services
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from uuid import UUID
 from svc import email_manager, payments_manager
 from svc.database_accessor import Database
 from svc.errors import ServiceError
+from svc.models.records import Pod, SessionRecord
+from svc.models.schemas import EndSessionResult, SessionPreview, WebhookAck
 from svc.payments_manager import PaymentProviderUnavailable, StripeEvent
-from svc.records import Pod, SessionRecord
-from svc.schemas import EndSessionResult, SessionPreview, WebhookAck
 from svc.services import Services
 from svc.types import AccessCodeStatus, PaymentRecorded, PaymentStatus, SessionState
 from svc.utils import compute_cost_pence, elapsed_seconds, pence_to_major, short_id

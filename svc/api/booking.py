@@ -17,7 +17,7 @@ from svc.api.deps import (
 from svc.api.guards import require_json
 from svc.booking_limits import TooManyBookings, client_ip
 from svc.errors import ServiceError
-from svc.schemas import (
+from svc.models.schemas import (
     BookingConfirmed,
     ConfirmBookingRequest,
     CreateSetupIntentRequest,

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from svc.database_accessor import Database
 from svc.errors import ServiceError
-from svc.schemas import ErrorBody
+from svc.models.schemas import ErrorBody
 from svc.services import Services
 
 MAX_POD_ID = 2**63 - 1

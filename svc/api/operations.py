@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from svc.api.deps import DbDep, errors
-from svc.schemas import Health
+from svc.models.schemas import Health
 
 router = APIRouter(tags=["operations"])
 

@@ -17,7 +17,7 @@ from svc.api.deps import (
     query_parameters,
     session_reference,
 )
-from svc.schemas import ErrorBody, LockStatus, PodPublic
+from svc.models.schemas import ErrorBody, LockStatus, PodPublic
 
 router = APIRouter(tags=["pods"])
 

@@ -14,7 +14,7 @@ from svc.api.deps import (
     session_reference,
 )
 from svc.api.guards import require_json
-from svc.schemas import EndSessionRequest, EndSessionResult, SessionPreview, SessionStatus
+from svc.models.schemas import EndSessionRequest, EndSessionResult, SessionPreview, SessionStatus
 
 router = APIRouter(tags=["sessions"])
 

@@ -18,7 +18,7 @@ from svc.database_accessor.rows import (
     _uuid,
 )
 from svc.errors import ServiceError
-from svc.records import (
+from svc.models.records import (
     CardHold,
     ChargeClaim,
     EndedSession,

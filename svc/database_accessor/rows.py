@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from svc.addresses import valid_recipient
-from svc.records import (
+from svc.models.records import (
     CardHold,
     ChargeClaim,
     EndedSession,

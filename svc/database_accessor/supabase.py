@@ -25,7 +25,7 @@ from svc.database_accessor.base import (
 )
 from svc.database_accessor.rows import check_message, pod_from_row
 from svc.env import ConfigurationError
-from svc.records import NewPod, Pod, PodChanges
+from svc.models.records import NewPod, Pod, PodChanges
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from email.utils import formatdate
 from svc import templating
 from svc.email_manager.schemas import EmailPayload, read
 from svc.env import Settings
-from svc.records import OutboxEmail
+from svc.models.records import OutboxEmail
 
 # UTF-8 bodies as quoted-printable: an .eml in the local outbox stays readable as text.
 _UTF8_READABLE = Charset("utf-8")

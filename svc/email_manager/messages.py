@@ -16,7 +16,7 @@ from svc.email_manager.schemas import (
     ReceiptEmail,
     stored,
 )
-from svc.records import OutboxEmail, QueuedEmail, SessionRecord
+from svc.models.records import OutboxEmail, QueuedEmail, SessionRecord
 from svc.types import PaymentStatus
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from svc.addresses import InvalidRecipient, check_recipient
 from svc.email_manager.compose import Composed, compose
 from svc.email_manager.schemas import EmailPayloadInvalid
 from svc.env import Settings
-from svc.records import OutboxEmail
+from svc.models.records import OutboxEmail
 from svc.types import SmtpSecurity
 
 logger = logging.getLogger(__name__)

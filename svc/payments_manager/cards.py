@@ -8,6 +8,7 @@ import stripe
 from stripe.params import SetupIntentCreateParams
 
 from svc.addresses import valid_recipient
+from svc.models.records import Pod
 from svc.payments_manager.base import (
     CardSetupFailed,
     NewCardSetup,
@@ -15,7 +16,6 @@ from svc.payments_manager.base import (
     SetupIntentInfo,
     SetupIntentNotFound,
 )
-from svc.records import Pod
 
 logger = logging.getLogger(__name__)
 

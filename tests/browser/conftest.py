@@ -19,7 +19,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from svc.database_accessor import PostgresDatabase
-from svc.records import NewPod
+from svc.models.records import NewPod
 from tests.conftest import free_port, migrated_database, reset_tables, unavailable
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, PHONE, OpenTab, Tab
 from tests.support.mail import Mailbox

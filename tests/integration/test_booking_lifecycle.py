@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from svc.database_accessor import PostgresDatabase
 from svc.email_manager import pod_unavailable_email
 from svc.main import create_app
-from svc.records import NewPod
+from svc.models.records import NewPod
 from tests.conftest import free_port
 from tests.integration.conftest import SettingsFactory, running
 from tests.support import booking

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from svc.database_accessor import Database, PostgresDatabase
 from svc.main import create_app
-from svc.records import NewPod
+from svc.models.records import NewPod
 from tests.conftest import free_port, supabase_over
 from tests.integration.conftest import SettingsFactory
 from tests.support.stripe_helpers import confirm_card

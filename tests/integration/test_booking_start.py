@@ -13,7 +13,7 @@ import stripe
 
 from svc.database_accessor import PostgresDatabase
 from svc.main import create_app
-from svc.records import NewPod
+from svc.models.records import NewPod
 from tests.integration.conftest import SettingsFactory, running
 from tests.support import booking
 from tests.support.booking import SavedCard

@@ -23,7 +23,7 @@ from svc.database_accessor import (
     PostgresDatabase,
     apply_migrations,
 )
-from svc.records import (
+from svc.models.records import (
     ChargeClaim,
     EndedSession,
     NewPod,

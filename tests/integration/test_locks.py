@@ -18,7 +18,7 @@ from seam import AsyncSeam, SeamHttpApiError
 from svc.database_accessor import PostgresDatabase
 from svc.env import Settings
 from svc.main import create_app
-from svc.records import NewPod
+from svc.models.records import NewPod
 from svc.seam_accessor import access_code_name
 from tests.conftest import free_port
 from tests.integration.conftest import SettingsFactory, running

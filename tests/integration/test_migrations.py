@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from svc.database_accessor import MIGRATIONS_DIR, PostgresDatabase, list_migrations
-from svc.records import NewPod, StartSessionRequest
+from svc.models.records import NewPod, StartSessionRequest
 from svc.types import PaymentStatus
 from tests.conftest import ROOT, unavailable, with_database
 

@@ -18,7 +18,7 @@ from svc.email_manager import access_code_email
 from svc.email_manager.messages import queued
 from svc.email_manager.schemas import ReceiptEmail
 from svc.main import create_app
-from svc.records import NewPod, QueuedEmail
+from svc.models.records import NewPod, QueuedEmail
 from svc.types import PaymentStatus
 from tests.conftest import free_port
 from tests.integration.conftest import SettingsFactory, running

@@ -13,7 +13,7 @@ import pytest
 
 from svc.database_accessor import PostgresDatabase
 from svc.main import create_app
-from svc.records import NewPod
+from svc.models.records import NewPod
 from svc.utils import format_money
 from tests.integration.conftest import SettingsFactory, running
 from tests.support.stripe_helpers import confirm_card, sdk

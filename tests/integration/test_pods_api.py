@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from svc.database_accessor import PostgresDatabase
 from svc.env import Settings
 from svc.main import create_app
-from svc.records import NewPod, StartSessionRequest
+from svc.models.records import NewPod, StartSessionRequest
 from tests.integration.conftest import SettingsFactory, running
 
 

@@ -21,7 +21,7 @@ from svc import runtime
 from svc.database_accessor import PostgresDatabase, SupabaseDatabase
 from svc.env import ConfigurationError, Settings
 from svc.main import create_app
-from svc.records import NewPod
+from svc.models.records import NewPod
 from tests.conftest import SERVICE_ROLE_KEY, free_port, with_database
 from tests.integration.conftest import SettingsFactory, running
 from tests.integration.test_booking_lifecycle import book, started_minutes_ago

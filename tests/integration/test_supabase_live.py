@@ -18,7 +18,7 @@ from postgrest import APIError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from svc.database_accessor import InvalidPod, PodNameTaken, SupabaseDatabase
-from svc.records import ChargeClaim, NewPod, PodChanges, QueuedEmail, StartSessionRequest
+from svc.models.records import ChargeClaim, NewPod, PodChanges, QueuedEmail, StartSessionRequest
 from svc.types import PaymentStatus
 
 LIVE_URL = os.environ.get("SUPABASE_TEST_URL", "")

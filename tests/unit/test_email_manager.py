@@ -11,7 +11,7 @@ import pytest
 from svc import email_manager
 from svc.email_manager import EmailNotSent, FileSender, Mailer, SmtpSender, compose
 from svc.env import Settings
-from svc.records import OutboxEmail, QueuedEmail, SessionRecord
+from svc.models.records import OutboxEmail, QueuedEmail, SessionRecord
 from svc.types import PaymentStatus
 from tests.conftest import free_port
 from tests.support.mail import Mailbox

@@ -10,6 +10,7 @@ import pytest
 
 from svc import sessions
 from svc.env import Settings
+from svc.models.records import Pod, SessionRecord
 from svc.pages import (
     booking_page,
     end_session_page,
@@ -18,7 +19,6 @@ from svc.pages import (
     session_not_found_page,
     stripe_js,
 )
-from svc.records import Pod, SessionRecord
 from svc.types import PaymentStatus
 from tests.unit.test_email_manager import START, session
 

@@ -21,7 +21,7 @@ from svc.database_accessor import (
     SupabaseDatabase,
 )
 from svc.env import ConfigurationError
-from svc.records import (
+from svc.models.records import (
     ChargeClaim,
     EndedSession,
     NewPod,

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from svc.records import Pod
+from svc.models.records import Pod
 from svc.types import PaymentStatus
 
 
