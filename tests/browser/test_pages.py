@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from svc.database_accessor import PostgresDatabase
 from svc.utils import format_local_time, format_money
@@ -51,6 +51,14 @@ async def start_session(
         assert booked.status_code == 200, booked.text
         body: dict[str, Any] = booked.json()
         return body
+
+
+async def fill_booking(page: Page, base_url: str, card: str) -> Locator:
+    """pod1's booking page with the e-mail and the card filled in; its book button."""
+    await page.goto(f"{base_url}/book?podName=pod1")
+    await page.get_by_label("E-mail").fill(CUSTOMER)
+    await fill_card(page, card)
+    return page.get_by_role("button", name="Save card and book")
 
 
 async def count_sessions(database_url: str) -> int:
@@ -191,10 +199,7 @@ async def test_a_declined_card_is_told_in_words_and_starts_no_session(
 ) -> None:
     tab = await open_tab()
     page = tab.page
-    await page.goto(f"{service.url}/book?podName=pod1")
-    await page.get_by_label("E-mail").fill(CUSTOMER)
-    await fill_card(page, CARD_DECLINED)
-    book = page.get_by_role("button", name="Save card and book")
+    book = await fill_booking(page, service.url, CARD_DECLINED)
     await book.click()
 
     status = page.locator("#booking-status")
@@ -221,10 +226,7 @@ async def test_failed_card_authentication_is_told_in_words(
 ) -> None:
     tab = await open_tab()
     page = tab.page
-    await page.goto(f"{service.url}/book?podName=pod1")
-    await page.get_by_label("E-mail").fill(CUSTOMER)
-    await fill_card(page, CARD_NEEDS_AUTHENTICATION)
-    await page.get_by_role("button", name="Save card and book").click()
+    await (await fill_booking(page, service.url, CARD_NEEDS_AUTHENTICATION)).click()
     # localstripe's stand-in for the bank's 3D Secure window.
     await page.get_by_role("button", name="Fail authentication").click()
 
@@ -260,12 +262,9 @@ async def test_a_lost_connection_is_told_in_words_and_the_retry_books_once(
 ) -> None:
     tab = await open_tab()
     page = tab.page
-    await page.goto(f"{service.url}/book?podName=pod1")
-    await page.get_by_label("E-mail").fill(CUSTOMER)
-    await fill_card(page, CARD_OK)
+    book = await fill_booking(page, service.url, CARD_OK)
     # The card is saved, then the connection drops before the session starts.
     await page.route("**/api/confirm-booking", lambda route: route.abort("internetdisconnected"))
-    book = page.get_by_role("button", name="Save card and book")
     await book.click()
     await expect(page.locator("#booking-status")).to_have_text(
         "Qwip cannot be reached. Check your connection and try again."
@@ -388,10 +387,7 @@ async def test_booking_with_a_hold_says_it_before_the_card_then_ending_says_what
 async def book_needing_authentication(page: Page, service: ServiceProcess) -> dict[str, Any]:
     """Book pod1 with a card whose bank asks for authentication at the card setup and again
     at the hold; complete the first. Returns the service's 402 that asks for the second."""
-    await page.goto(f"{service.url}/book?podName=pod1")
-    await page.get_by_label("E-mail").fill(CUSTOMER)
-    await fill_card(page, CARD_NEEDS_AUTHENTICATION)
-    await page.get_by_role("button", name="Save card and book").click()
+    await (await fill_booking(page, service.url, CARD_NEEDS_AUTHENTICATION)).click()
     async with page.expect_response("**/api/confirm-booking") as answer:
         await page.get_by_role("button", name="Complete authentication").click()
     response = await answer.value
@@ -473,11 +469,8 @@ async def test_a_declined_hold_is_told_in_words_and_starts_no_session(
 ) -> None:
     tab = await open_tab()
     page = tab.page
-    await page.goto(f"{held_service.url}/book?podName=pod1")
-    await page.get_by_label("E-mail").fill(CUSTOMER)
     # Saved without trouble; the bank refuses every payment, the hold included.
-    await fill_card(page, CARD_DECLINED_AT_CHARGE)
-    book = page.get_by_role("button", name="Save card and book")
+    book = await fill_booking(page, held_service.url, CARD_DECLINED_AT_CHARGE)
     async with page.expect_response("**/api/confirm-booking") as answer:
         await book.click()
     response = await answer.value
