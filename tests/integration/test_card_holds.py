@@ -49,6 +49,22 @@ async def save_card(
     return await booking.save_card(client, stripe_client, pod="pod1", email=CUSTOMER, **kw)
 
 
+async def book(
+    client: httpx.AsyncClient, stripe_client: stripe.StripeClient
+) -> tuple[SavedCard, UUID]:
+    """A card saved and a session started on it; the card and the session's id."""
+    card = await save_card(client, stripe_client)
+    return card, UUID((await booking.confirm_booking(client, card))["session_id"])
+
+
+async def end_while_stripe_is_down(make_settings: SettingsFactory, session_id: UUID) -> int:
+    """The status of an end-session answered by a replica that cannot reach Stripe."""
+    outage = holding(make_settings, STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
+    async with running(create_app(outage)) as down:
+        response = await down.post("/api/end-session", json={"sessionId": str(session_id)})
+    return response.status_code
+
+
 async def confirm(client: httpx.AsyncClient, card: SavedCard) -> httpx.Response:
     return await client.post(
         "/api/confirm-booking",
@@ -228,8 +244,7 @@ async def test_above_the_hold_the_whole_hold_is_captured_and_the_rest_charged(
 ) -> None:
     # One minute held: £0.25, and the minimum charge is 30p.
     async with running(create_app(make_settings(HOLD_MINUTES=1))) as client:
-        card = await save_card(client, stripe_client)
-        session_id = UUID((await booking.confirm_booking(client, card))["session_id"])
+        card, session_id = await book(client, stripe_client)
         await ended_after(sql, session_id, 630)
         body = (await client.post("/api/end-session", json={"sessionId": str(session_id)})).json()
     assert (body["payment_status"], body["final_cost_pence"]) == ("succeeded", 263)
@@ -289,13 +304,9 @@ async def test_stripe_down_at_the_capture_is_503_and_the_retry_captures_once(
     pod_id: int,
 ) -> None:
     async with running(create_app(holding(make_settings))) as client:
-        card = await save_card(client, stripe_client)
-        session_id = UUID((await booking.confirm_booking(client, card))["session_id"])
+        card, session_id = await book(client, stripe_client)
     await ended_after(sql, session_id, 630)
-    outage = holding(make_settings, STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
-    async with running(create_app(outage)) as down:
-        response = await down.post("/api/end-session", json={"sessionId": str(session_id)})
-    assert response.status_code == 503
+    assert await end_while_stripe_is_down(make_settings, session_id) == 503
     await asyncio.sleep(1.1)  # a later retry must not capture the extra time
     async with running(create_app(holding(make_settings))) as client:
         body = (await client.post("/api/end-session", json={"sessionId": str(session_id)})).json()
@@ -314,14 +325,9 @@ async def test_the_capture_event_before_our_record_settles_the_session_the_same(
     pod_id: int,
 ) -> None:
     async with running(create_app(holding(make_settings))) as client:
-        card = await save_card(client, stripe_client)
-        session_id = UUID((await booking.confirm_booking(client, card))["session_id"])
+        card, session_id = await book(client, stripe_client)
     await ended_after(sql, session_id, 630)
-    outage = holding(make_settings, STRIPE_API_BASE=f"http://127.0.0.1:{free_port()}")
-    async with running(create_app(outage)) as down:
-        assert (
-            await down.post("/api/end-session", json={"sessionId": str(session_id)})
-        ).status_code == 503
+    assert await end_while_stripe_is_down(make_settings, session_id) == 503
     # Our capture reached Stripe, and its event arrives before the retry records it.
     hold = await hold_of(stripe_client, card.customer_id)
     captured = await stripe_client.v1.payment_intents.capture_async(
@@ -345,8 +351,7 @@ async def test_the_capture_event_after_our_record_changes_nothing(
     pod_id: int,
 ) -> None:
     async with running(create_app(holding(make_settings))) as client:
-        card = await save_card(client, stripe_client)
-        session_id = UUID((await booking.confirm_booking(client, card))["session_id"])
+        card, session_id = await book(client, stripe_client)
         await ended_after(sql, session_id, 630)
         ended = (await client.post("/api/end-session", json={"sessionId": str(session_id)})).json()
         hold = await hold_of(stripe_client, card.customer_id)
