@@ -28,6 +28,7 @@ from tests.support.stripe_helpers import payment_intents_of
 SETTLED = ("succeeded", "failed", "requires_action", "not_charged")
 PRICE = Decimal("0.25")  # every pod's price a minute here
 HELD = int(PRICE * HOLD_MINUTES * 100)  # the hold placed at booking, in pence
+MINIMUM_CHARGE = 30  # MINIMUM_CHARGE_PENCE, as the clusters leave it
 
 
 async def deliver(http: httpx.AsyncClient, url: str, card: SavedCard, **kw: Any) -> httpx.Response:
@@ -101,11 +102,15 @@ async def holds_left(cluster: Cluster, sql: asyncpg.Connection, customers: set[s
     ]
 
 
-def captures_of(log: list[dict[str, Any]], hold_id: str) -> list[dict[str, Any]]:
-    """The capture requests of one hold in the stand-in's log that Stripe carried out
-    (answered 200, not a replay of an earlier answer)."""
-    path = f"/v1/payment_intents/{hold_id}/capture"
+def captures_of(log: list[dict[str, Any]], hold_id: str, action: str = "capture") -> list[Any]:
+    """The capture (`action`) requests of one hold in the stand-in's log that Stripe carried
+    out (answered 200, not a replay of an earlier answer)."""
+    path = f"/v1/payment_intents/{hold_id}/{action}"
     return [e for e in log if e["path"] == path and e.get("status") == 200 and not e["replayed"]]
+
+
+def releases_of(log: list[dict[str, Any]], hold_id: str) -> list[dict[str, Any]]:
+    return captures_of(log, hold_id, "cancel")
 
 
 async def quiet(seconds: float = 1.5) -> None:
@@ -386,10 +391,13 @@ async def _a_replica_killed_in_a_burst(
     cluster: Cluster, http: httpx.AsyncClient, sql: asyncpg.Connection, *, holds: bool
 ) -> tuple[int, int, int]:
     """Forty ends at once over two replicas, and bookings, while replica 0 is killed after
-    Stripe carried out one of its charges (`holds`: captures) but before its answer came
-    back. Returns the calls retried, and the charges (captures) of the killed replica that
-    reached Stripe, and of those, the ones its survivor replayed under the same key."""
+    Stripe carried out one of its charges (`holds`: captures, and releases of the holds of
+    sessions too short to charge) but before its answer came back. Returns the calls
+    retried, and the charges (captures and releases) of the killed replica that reached
+    Stripe, and of those, the ones its survivor replayed under the same key."""
     ending = await open_sessions(cluster, http, sql, 40, "end")
+    # With holds, one session in five ends under the minimum charge: its hold is released.
+    short = {sid for i, (_, sid) in enumerate(ending) if holds and i % 5 == 4}
     booking = [
         await save_card(cluster, http, pod=f"pod{i}", email=f"new{i}@example.com", replica=1)
         for i in range(4)
@@ -397,18 +405,19 @@ async def _a_replica_killed_in_a_burst(
     # The end of session i goes to replica i % 2, which takes its charge lease: the charges
     # (captures) of the even sessions are the killed replica's.
     killed = {str(sid) for i, (_, sid) in enumerate(ending) if i % 2 == 0}
-    # A capture's body names no session: the path names the hold, which the database ties
-    # to its session.
+    # A capture's (release's) body names no session: the path names the hold, which the
+    # database ties to its session.
     capture_paths = {
-        f"/v1/payment_intents/{row['hold_payment_intent_id']}/capture": str(row["id"])
+        f"/v1/payment_intents/{row['hold_payment_intent_id']}/{action}": str(row["id"])
         for row in await sql.fetch(
             "select id, hold_payment_intent_id from pod_sessions where id = any($1)",
             [UUID(sid) for sid in killed],
         )
+        for action in ("capture", "cancel")
     }
     if holds:
-        assert len(capture_paths) == len(killed) and None not in capture_paths
-    held_path = "^/v1/payment_intents/[^/]+/capture$" if holds else "^/v1/payment_intents$"
+        assert len(capture_paths) == 2 * len(killed) and None not in capture_paths
+    held_path = "^/v1/payment_intents/[^/]+/(capture|cancel)$" if holds else "^/v1/payment_intents$"
 
     def session_of_killed(entry: dict[str, Any]) -> str | None:
         """The killed replica's session a charge (capture) request of the log is for."""
@@ -420,7 +429,7 @@ async def _a_replica_killed_in_a_burst(
 
     await sql.execute(
         "update pod_sessions set start_time = now() - interval '600 s' where id = any($1)",
-        [sid for _, sid in ending],
+        [sid for _, sid in ending if sid not in short],
     )
 
     async def end(i: int, session_id: UUID) -> httpx.Response:
@@ -497,8 +506,17 @@ async def _a_replica_killed_in_a_burst(
             price_per_minute=PRICE,
             free_minutes=row["free_minutes"],
         )
-        assert (row["payment_status"], row["cost_pence"]) == ("succeeded", cost), card.email
         mine = intents.get(card.customer_id, [])
+        if session_id in short:
+            # under the minimum: nothing taken, the hold released once at Stripe
+            assert cost < MINIMUM_CHARGE, card.email
+            assert (row["payment_status"], row["cost_pence"]) == ("not_charged", cost)
+            [hold] = mine
+            assert (hold["id"], hold["status"]) == (row["hold_payment_intent_id"], "canceled")
+            assert len(releases_of(log, hold["id"])) == 1, card.email
+            assert (row["captured_pence"], row["released_pence"]) == (0, HELD)
+            continue
+        assert (row["payment_status"], row["cost_pence"]) == ("succeeded", cost), card.email
         if holds:
             # one PaymentIntent, the hold, captured once at Stripe for exactly the cost
             [hold] = mine
@@ -523,6 +541,10 @@ async def _a_replica_killed_in_a_burst(
         if session_of_killed(e) and e["at"] > killed_at and e["replayed"]
     } & reached
     assert replayed, f"nothing of the killed replica was replayed: {sorted(map(str, reached))}"
+    if holds:
+        # both kinds of call: captures and releases of the killed replica, replayed
+        assert replayed & {str(sid) for sid in short}, "no release of the killed replica replayed"
+        assert replayed - {str(sid) for sid in short}, "no capture of the killed replica replayed"
 
     # every receipt, once the killed replica's leases on its charges and e-mails ran out
     for card, _ in ending:
@@ -551,10 +573,11 @@ async def test_7_a_replica_killed_in_a_burst_of_captures(
 ) -> None:
     retried, reached, replayed = await _a_replica_killed_in_a_burst(fresh, http, sql, holds=True)
     report(
-        f"7. holds on: replica SIGKILLed inside the capture window of a burst of 40 ends and "
-        f"4 bookings ({retried} calls retried): {reached} captures reached Stripe from it, "
-        f"{replayed} replayed by the survivor under the same key; one capture of exactly the "
-        "cost and one receipt each, no hold left, no pod stuck, no booking lost"
+        f"7. holds on: replica SIGKILLed inside the capture window of a burst of 40 ends (8 "
+        f"under the minimum: released) and 4 bookings ({retried} calls retried): {reached} "
+        f"captures and releases reached Stripe from it, {replayed} replayed by the survivor "
+        "under the same key; one capture of exactly the cost (or one release) and one receipt "
+        "each, no hold left, no pod stuck, no booking lost"
     )
 
 
