@@ -13,7 +13,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from svc import api, background, email_delivery, holds, locks, pages, runtime, sessions
+from svc import (
+    api,
+    background,
+    email_delivery,
+    holds,
+    locks,
+    pages,
+    runtime,
+    sessions,
+)
 from svc.api.guards import BodySizeLimit, CrossOrigin, StrictTransportSecurity
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -49,7 +58,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
     """E-mails as soon as they are queued; pending charges, overdue sessions and abandoned
-    card holds every round; codes onto and off the locks when smart locks are on.
+    card holds every round; codes onto and off the locks, and backup codes for
+    codes the locks are slow to set, when smart locks are on.
 
     Each its own job, so that one failing (a charge that raises, say) never skips another:
     an overdue session is ended even while the settlement round keeps failing."""
@@ -86,6 +96,12 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
             "locks",
             lambda: locks.put_on_and_take_off_codes(services),
             wake=services.lock_work,
+            interval=interval,
+        )
+        jobs["backup_codes"] = background.run_periodically(
+            "backup_codes",
+            lambda: locks.replace_unset_codes(services),
+            wake=Outbox(),
             interval=interval,
         )
     return [asyncio.create_task(job, name=name) for name, job in jobs.items()]
