@@ -20,6 +20,7 @@ from svc import (
     holds,
     locks,
     pages,
+    reminders,
     runtime,
     sessions,
 )
@@ -57,8 +58,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
-    """E-mails as soon as they are queued; pending charges, overdue sessions and abandoned
-    card holds every round; codes onto and off the locks, and backup codes for
+    """E-mails as soon as they are queued; pending charges, overdue sessions, reminders and
+    abandoned card holds every round; codes onto and off the locks, and backup codes for
     codes the locks are slow to set, when smart locks are on.
 
     Each its own job, so that one failing (a charge that raises, say) never skips another:
@@ -81,6 +82,12 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
         "overdue": background.run_periodically(
             "overdue",
             lambda: sessions.end_overdue_sessions(services),
+            wake=Outbox(),
+            interval=interval,
+        ),
+        "reminders": background.run_periodically(
+            "reminders",
+            lambda: reminders.remind_sessions_near_the_limit(services),
             wake=Outbox(),
             interval=interval,
         ),
