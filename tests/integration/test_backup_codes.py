@@ -4,6 +4,7 @@ CODE_FALLBACK_SECONDS after the start, is replaced by a backup code e-mailed to 
 and the session is billed as usual; without a backup code, the session ends without charge."""
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -30,6 +31,7 @@ from tests.support.settings import OPERATOR
 from tests.support.stripe_helpers import payment_intents_of
 
 PULLS = "/access_codes/pull_backup_access_code"
+CREATES = "/access_codes/create"
 
 
 @pytest.fixture
@@ -279,6 +281,9 @@ async def test_a_session_gets_one_backup_code_with_two_replicas_running_the_roun
         )
         await mailbox.wait_for("backup_code")
     assert [path for _, path, _ in seam_proxy.seen if path == PULLS] == [PULLS]
+    # the code was created with the lock's backup pool on
+    [created] = [json.loads(body) for path, body in seam_proxy.bodies if path == CREATES]
+    assert created["use_backup_access_code_pool"] is True
     queued = await sql.fetchval("select count(*) from email_outbox where kind = 'backup_code'")
     assert queued == 1
     assert (await backup_row(sql, session_id))["backup_access_code_id"] is not None
