@@ -137,3 +137,21 @@ async def test_a_session_ended_by_its_customer_is_not_said_to_be_ended_at_the_li
         [receipt] = await mailbox.wait_for("receipt")
     assert (ended.status_code, ended.json()["final_cost_pence"]) == (200, 263)
     assert "ended automatically" not in receipt.text
+
+
+async def test_the_background_round_sends_the_reminder(
+    make_settings: SettingsFactory,
+    stripe_client: stripe.StripeClient,
+    mailbox: Mailbox,
+    sql: asyncpg.Connection,
+    pod: None,
+) -> None:
+    async with running(create_app(make_settings())) as client:
+        _, session_id = await book(client, stripe_client, pod="pod1")
+        await started_minutes_ago(sql, session_id, DUE_SECONDS + 1)
+        [mail] = await mailbox.wait_for("reminder")
+    assert (mail.recipients, mail.subject.startswith("Your Qwip session in pod1 ends at ")) == (
+        [CUSTOMER],
+        True,
+    )
+    assert len(await reminders_queued(sql, session_id)) == 1
