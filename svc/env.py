@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     SEAM_ENDPOINT: str | None = None
     SEAM_RETRY_BASE_SECONDS: float = Field(default=2, gt=0)
     LOCK_STATUS_CACHE_SECONDS: float = Field(default=10, ge=0)
+    # A session's code still not set on the lock this long after the start gets a backup code.
+    CODE_FALLBACK_SECONDS: int = Field(default=120, ge=0)
 
     # The port served (Railway sets it; `make service PORT=...` too).
     PORT: int = Field(default=8000, ge=1, le=65535)
@@ -99,6 +101,8 @@ class Settings(BaseSettings):
     MINIMUM_CHARGE_PENCE: int = Field(default=30, ge=0)
     FREE_MINUTES: int = Field(default=0, ge=0)
     MAX_SESSION_MINUTES: int = Field(default=180, ge=1)
+    # The customer is e-mailed this many minutes before MAX_SESSION_MINUTES (0: no reminder).
+    REMINDER_MINUTES: int = Field(default=15, ge=0)
     # A saved card starts a session only this long after its SetupIntent was created.
     BOOKING_WINDOW_MINUTES: int = Field(default=30, ge=1)
     # The hold placed on the card at booking: the price of this many minutes (0: no hold,

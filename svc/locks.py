@@ -15,15 +15,16 @@ import logging
 from datetime import timedelta
 from uuid import UUID
 
-from svc import email_manager, seam_accessor
+from svc import backup_codes, email_manager, seam_accessor
 from svc.background import retry_delay
+from svc.backup_codes import Fallback
 from svc.errors import ServiceError
-from svc.models.records import SessionRecord
+from svc.models.records import BackupCode, SessionRecord
 from svc.models.schemas import LockStatus, SessionStatus
 from svc.seam_accessor import LockError, LockServiceUnavailable
 from svc.services import Services
 from svc.sessions import find_session
-from svc.types import AccessCodeStatus, PaymentStatus
+from svc.types import AccessCodeStatus, PaymentStatus, SessionState
 from svc.utils import format_local_time, short_id
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,11 @@ class SmartLocksNotEnabled(ServiceError):
 # What the page and the operator ask
 
 
-def code_status_of(session: SessionRecord, *, smart_locks: bool) -> SessionStatus:
-    """Where the session's code is, from what the database knows."""
+def code_status_of(
+    session: SessionRecord, *, smart_locks: bool, backup: BackupCode | None = None
+) -> SessionStatus:
+    """Where the session's code is, from what the database knows. A backup code, pulled
+    from the lock's own pool, opens the door whatever became of the first code."""
     stored = session.access_code_status
     on_a_lock = session.access_code_id is not None or stored is not None
     if not on_a_lock and not (smart_locks and session.seam_device_id is not None):
@@ -79,7 +83,10 @@ def code_status_of(session: SessionRecord, *, smart_locks: bool) -> SessionStatu
         is_complete=session.end_time is not None,
         smart_lock=smart_lock,
         access_code_status=status,
-        lock_has_code=status == AccessCodeStatus.SET if smart_lock else None,
+        lock_has_code=(
+            (status == AccessCodeStatus.SET or backup is not None) if smart_lock else None
+        ),
+        backup_code_in_use=backup is not None,
     )
 
 
@@ -116,7 +123,8 @@ async def session_status(services: Services, session_id: UUID) -> SessionStatus:
                     session.id, access_code_id=session.access_code_id, status=fresh
                 )
                 session = await find_session(db, session_id)
-    return code_status_of(session, smart_locks=services.seam is not None)
+    backup = await db.get_backup_code(session.id) if session.access_code_id else None
+    return code_status_of(session, smart_locks=services.seam is not None, backup=backup)
 
 
 class NotThePodsSession(ServiceError):
@@ -180,9 +188,16 @@ async def _work_on(services: Services, session_id: UUID) -> None:
         return  # another replica has it, or its retry is not due
     try:
         session = await find_session(db, session_id)
-        if session.access_code_status == AccessCodeStatus.FAILED:
+        if (
+            session.access_code_status == AccessCodeStatus.FAILED
+            and session.state is not SessionState.SETTLED
+        ):
             # A replica gave up on this code but stopped before it had ended the session.
             await _give_up(services, session, reason="the lock did not take the code")
+            if session.access_code_id is not None:
+                # Its code is on the lock: taken off in the next round, not after the lease.
+                await db.retry_access_code_work(session.id, retry_in_seconds=0)
+                services.lock_work.wake()
         elif session.access_code_id is not None and session.end_time is not None:
             await _take_off(services, session, attempt)
         elif session.access_code_id is None and session.end_time is None:
@@ -234,8 +249,28 @@ async def _put_on(services: Services, session: SessionRecord, attempt: int) -> N
         attempt,
         error.reason,
     )
-    if await db.fail_access_code(session.id):
-        await _give_up(services, session, reason=error.reason)
+    await code_did_not_set(services, session, reason=error.reason)
+
+
+async def code_did_not_set(services: Services, session: SessionRecord, *, reason: str) -> None:
+    """The failure path of a session's code (Seam failed to set it, or it is still not set
+    CODE_FALLBACK_SECONDS after the start): a backup code from the lock's pool when there is
+    one, and the session goes on; only without one is it ended without charge.
+
+    Safe to call from any replica, any number of times: the lock worker, the background
+    round and Seam's events all lead here."""
+    fallback = await backup_codes.hand_out_backup_code(services, session)
+    if fallback is not Fallback.NONE_AVAILABLE:
+        return
+    db = services.db
+    if session.access_code_id is None:
+        failed = await db.fail_access_code(session.id)
+    else:
+        failed = await db.fail_access_code_without_backup(session.id)
+        reason += ", and no backup code was to be had"
+    if failed:
+        await _give_up(services, session, reason=reason)
+        services.lock_work.wake()  # a code on the lock comes off
 
 
 async def _record(
@@ -304,8 +339,13 @@ async def _take_off(services: Services, session: SessionRecord, attempt: int) ->
     db, settings, seam = services.db, services.settings, services.seam
     assert seam is not None and session.access_code_id is not None
     error: LockError
+    backup = await db.get_backup_code(session.id)
     try:
         async with asyncio.timeout(ATTEMPT_SECONDS):
+            if backup is not None:
+                # Seam keeps a pulled backup until the first code's window ends: it must
+                # not open the door after the session.
+                await seam_accessor.delete_access_code(seam, access_code_id=backup.access_code_id)
             deleted = await seam_accessor.delete_access_code(
                 seam, access_code_id=session.access_code_id
             )
@@ -358,3 +398,41 @@ async def _take_off(services: Services, session: SessionRecord, attempt: int) ->
         error.reason,
     )
     await db.retry_access_code_work(session.id, retry_in_seconds=delay)
+
+
+# Codes the lock is slow to set
+
+
+async def replace_unset_codes(services: Services) -> None:
+    """The fallback round: a code still not set CODE_FALLBACK_SECONDS after its session's
+    start, as Seam sees it now, goes down the failure path (a backup code)."""
+    session_ids = await services.db.list_backup_code_work(
+        after_seconds=services.settings.CODE_FALLBACK_SECONDS, limit=LOCK_BATCH
+    )
+    await asyncio.gather(*(_replace_if_unset(services, session_id) for session_id in session_ids))
+
+
+async def _replace_if_unset(services: Services, session_id: UUID) -> None:
+    db, seam = services.db, services.seam
+    assert seam is not None
+    try:
+        session = await find_session(db, session_id)
+        assert session.access_code_id is not None
+        try:
+            async with asyncio.timeout(STATUS_READ_SECONDS):
+                fresh = await seam_accessor.get_access_code_status(
+                    seam, access_code_id=session.access_code_id
+                )
+        except (TimeoutError, LockError):
+            fresh = None  # Seam unreachable: pulling a backup says so, and is retried
+        if fresh == AccessCodeStatus.SET:
+            await db.update_access_code_status(
+                session.id, access_code_id=session.access_code_id, status=fresh
+            )
+            return
+        after = services.settings.CODE_FALLBACK_SECONDS
+        await code_did_not_set(
+            services, session, reason=f"the lock had not set the code {after} s after the start"
+        )
+    except Exception:
+        logger.exception("lock.backup_error session=%s", short_id(session_id))

@@ -13,7 +13,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from svc import api, background, email_delivery, holds, locks, pages, runtime, sessions
+from svc import (
+    api,
+    background,
+    email_delivery,
+    holds,
+    locks,
+    pages,
+    reminders,
+    runtime,
+    sessions,
+)
 from svc.api.guards import BodySizeLimit, CrossOrigin, StrictTransportSecurity
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
@@ -48,8 +58,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
-    """E-mails as soon as they are queued; pending charges, overdue sessions and abandoned
-    card holds every round; codes onto and off the locks when smart locks are on.
+    """E-mails as soon as they are queued; pending charges, overdue sessions, reminders and
+    abandoned card holds every round; codes onto and off the locks, and backup codes for
+    codes the locks are slow to set, when smart locks are on.
 
     Each its own job, so that one failing (a charge that raises, say) never skips another:
     an overdue session is ended even while the settlement round keeps failing."""
@@ -74,6 +85,12 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
             wake=Outbox(),
             interval=interval,
         ),
+        "reminders": background.run_periodically(
+            "reminders",
+            lambda: reminders.remind_sessions_near_the_limit(services),
+            wake=Outbox(),
+            interval=interval,
+        ),
         "holds": background.run_periodically(
             "holds",
             lambda: holds.release_abandoned_holds(services),
@@ -86,6 +103,12 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
             "locks",
             lambda: locks.put_on_and_take_off_codes(services),
             wake=services.lock_work,
+            interval=interval,
+        )
+        jobs["backup_codes"] = background.run_periodically(
+            "backup_codes",
+            lambda: locks.replace_unset_codes(services),
+            wake=Outbox(),
             interval=interval,
         )
     return [asyncio.create_task(job, name=name) for name, job in jobs.items()]

@@ -189,10 +189,17 @@ def booking_page(pod: Pod, *, settings: Settings, stripe: StripeJs) -> str:
     )
 
 
-def end_session_page(session: SessionRecord, preview: SessionPreview, *, settings: Settings) -> str:
+def end_session_page(
+    session: SessionRecord,
+    preview: SessionPreview,
+    *,
+    settings: Settings,
+    backup_code: str | None = None,
+) -> str:
     return render(
         "end_session.html",
         settings=settings,
+        backup_code=backup_code,
         session=session,
         preview=preview,
         timezone=settings.timezone,
@@ -285,7 +292,13 @@ async def show_end_session(request: Request, services: ServicesDep) -> Response:
     if session is None:
         return html_page(session_not_found_page(settings=services.settings), status_code=404)
     preview = sessions.preview_of(session)
-    return html_page(end_session_page(session, preview, settings=services.settings))
+    backup = None
+    if session.end_time is None and session.access_code_id is not None:
+        backup = await services.db.get_backup_code(session.id)
+    page = end_session_page(
+        session, preview, settings=services.settings, backup_code=backup.code if backup else None
+    )
+    return html_page(page)
 
 
 def _given(request: Request, *names: str) -> str | None:

@@ -19,6 +19,7 @@ from svc.database_accessor.rows import (
 )
 from svc.errors import ServiceError
 from svc.models.records import (
+    BackupCode,
     CardHold,
     ChargeClaim,
     EndedSession,
@@ -336,6 +337,64 @@ class Database(ABC):
 
     async def fail_access_code(self, session_id: UUID) -> bool:
         return await self._flag("qwip_fail_access_code", {"p_session_id": session_id})
+
+    # Backup codes and reminders
+
+    async def list_backup_code_work(self, *, after_seconds: int, limit: int) -> list[UUID]:
+        return await self._session_ids(
+            "qwip_list_backup_code_work", {"p_after_seconds": after_seconds, "p_limit": limit}
+        )
+
+    async def claim_backup_code_work(self, session_id: UUID, *, lease_seconds: int) -> int | None:
+        """This attempt's number, or None: another replica asks Seam now, or the session has a
+        backup code, has ended or was given up on."""
+        function = "qwip_claim_backup_code_work"
+        attempt = await self._call_value(
+            function, {"p_session_id": session_id, "p_lease_seconds": lease_seconds}
+        )
+        return None if attempt is None else self._expect(attempt, int, function)
+
+    async def record_backup_code(
+        self, session_id: UUID, backup: BackupCode, *, emails: Sequence[QueuedEmail]
+    ) -> str:
+        """ "recorded" (and the e-mails queued), "taken" (another session has this backup
+        code) or "unchanged" (the session has one, has ended or was given up on)."""
+        function = "qwip_record_backup_code"
+        outcome = await self._call_value(
+            function,
+            {
+                "p_session_id": session_id,
+                "p_backup_access_code_id": backup.access_code_id,
+                "p_backup_access_code": backup.code,
+                "p_emails": _emails_json(emails),
+            },
+        )
+        return self._expect(outcome, str, function)
+
+    async def fail_access_code_without_backup(self, session_id: UUID) -> bool:
+        return await self._flag(
+            "qwip_fail_access_code_without_backup", {"p_session_id": session_id}
+        )
+
+    async def get_backup_code(self, session_id: UUID) -> BackupCode | None:
+        row = await self._first_row("qwip_get_backup_code", {"p_session_id": session_id})
+        if row is None:
+            return None
+        return BackupCode(
+            access_code_id=row["backup_access_code_id"], code=row["backup_access_code"]
+        )
+
+    async def list_reminders_due(self, *, max_minutes: int, before_minutes: int) -> list[UUID]:
+        return await self._session_ids(
+            "qwip_list_reminders_due",
+            {"p_max_minutes": max_minutes, "p_before_minutes": before_minutes},
+        )
+
+    async def record_reminder(self, session_id: UUID, *, emails: Sequence[QueuedEmail]) -> bool:
+        """Mark the session reminded and queue the e-mails, once: true for the caller that did."""
+        return await self._flag(
+            "qwip_record_reminder", {"p_session_id": session_id, "p_emails": _emails_json(emails)}
+        )
 
     # Stripe events
 

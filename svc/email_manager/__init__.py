@@ -10,12 +10,14 @@ from svc.addresses import InvalidRecipient, check_recipient, valid_recipient
 from svc.email_manager.compose import Composed, Rendered, compose, render
 from svc.email_manager.messages import (
     access_code_email,
+    backup_code_emails,
     code_not_removed_alert,
     dead_letter_alert,
     hold_declined_email,
     lock_failed_emails,
     operator_alert,
     pod_unavailable_email,
+    reminder_email,
     settlement_emails,
 )
 from svc.email_manager.schemas import EmailPayload, EmailPayloadInvalid, read, stored
@@ -33,6 +35,7 @@ __all__ = [
     "Rendered",
     "SmtpSender",
     "access_code_email",
+    "backup_code_emails",
     "check_recipient",
     "code_not_removed_alert",
     "compose",
@@ -42,6 +45,7 @@ __all__ = [
     "operator_alert",
     "pod_unavailable_email",
     "read",
+    "reminder_email",
     "render",
     "settlement_emails",
     "stored",

@@ -1,11 +1,13 @@
 """What to queue. Each message has a dedupe key naming its purpose, so it is queued once."""
 
 import logging
+from datetime import timedelta
 from decimal import Decimal
 from uuid import UUID
 
 from svc.email_manager.schemas import (
     AccessCodeEmail,
+    BackupCodeEmail,
     EmailPayload,
     HoldDeclinedEmail,
     LockFailedEmail,
@@ -14,6 +16,7 @@ from svc.email_manager.schemas import (
     PaymentFailedOperatorEmail,
     PodUnavailableEmail,
     ReceiptEmail,
+    ReminderEmail,
     stored,
 )
 from svc.models.records import OutboxEmail, QueuedEmail, SessionRecord
@@ -101,8 +104,10 @@ def settlement_emails(
     operator: str | None,
     captured_pence: int | None = None,
     released_pence: int | None = None,
+    max_minutes: int | None = None,
 ) -> list[QueuedEmail]:
-    """What goes out when a session's payment reaches an outcome."""
+    """What goes out when a session's payment reaches an outcome. A session that lasted
+    `max_minutes` was ended by the service at the limit, and its receipt says so."""
     facts = _session_facts(session, cost_pence)
     customer = session.user_email
     emails = []
@@ -115,7 +120,11 @@ def settlement_emails(
                     "captured_pence": captured_pence,
                     "released_pence": released_pence,
                 }
-            receipt = ReceiptEmail.model_validate({**facts, "payment_status": status, **hold})
+            lasted = (session.end_time or session.now) - session.start_time
+            at_limit = max_minutes is not None and lasted >= timedelta(minutes=max_minutes)
+            receipt = ReceiptEmail.model_validate(
+                {**facts, "payment_status": status, **hold, "ended_at_limit": at_limit or None}
+            )
             emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
     elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
         if customer:
@@ -161,6 +170,47 @@ def lock_failed_emails(
         f"({session.user_email or 'no e-mail'}) has been told.",
     )
     return emails
+
+
+def backup_code_emails(
+    session: SessionRecord, *, backup_code: str, end_session_url: str, operator: str | None
+) -> list[QueuedEmail]:
+    """The session's code did not reach the lock: the customer gets a backup code and the
+    session goes on; the operator is told of the lock."""
+    emails = []
+    if session.user_email:
+        payload = BackupCodeEmail(
+            backup_code=backup_code, pod_name=session.pod_name, end_session_url=end_session_url
+        )
+        emails.append(
+            queued(payload, dedupe_key=f"backup_code:{session.id}", recipient=session.user_email)
+        )
+    emails += operator_alert(
+        dedupe_key=f"backup_code_operator:{session.id}",
+        operator=operator,
+        subject=f"the lock of {session.pod_name} did not set a code; a backup code is in use",
+        text=f"The access code of session {session.id} (access code {session.access_code_id}) "
+        f"did not set on the lock of {session.pod_name} (Seam device {session.seam_device_id}). "
+        "A code from the lock's backup pool was sent to the customer instead; the session goes "
+        "on and is billed as usual. Check the lock.",
+    )
+    return emails
+
+
+def reminder_email(
+    session: SessionRecord, *, cost_pence: int, max_minutes: int, end_session_url: str
+) -> list[QueuedEmail]:
+    """The customer's one warning that the service will end the session at the limit."""
+    if not session.user_email:
+        return []
+    payload = ReminderEmail(
+        pod_name=session.pod_name,
+        cost_pence=cost_pence,
+        currency=session.currency,
+        ends_at=session.start_time + timedelta(minutes=max_minutes),
+        end_session_url=end_session_url,
+    )
+    return [queued(payload, dedupe_key=f"reminder:{session.id}", recipient=session.user_email)]
 
 
 def code_not_removed_alert(
@@ -209,6 +259,10 @@ _DEAD_LETTER_ADVICE = {
     "booking's amount and that no session started; nothing was charged.",
     "lock_failed": "The customer was not told that their code did not reach the lock; their "
     "session was ended without charge.",
+    "backup_code": "The customer never received the backup code that replaced the code the "
+    "lock did not take, and may not be able to get in: reach them through their Stripe "
+    "Customer.",
+    "reminder": "The customer was not reminded that their session would end at the limit.",
 }
 _OPERATOR_ADVICE = (
     "This message was meant for you: check OPERATOR_EMAIL and the mail settings, and read "

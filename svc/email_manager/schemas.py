@@ -61,6 +61,26 @@ class LockFailedEmail(_Payload):
     pod_name: str
 
 
+class BackupCodeEmail(_Payload):
+    """The session's code did not reach the lock: a backup code from the lock's pool instead."""
+
+    kind: Literal["backup_code"] = "backup_code"
+    backup_code: str
+    pod_name: str
+    end_session_url: str
+
+
+class ReminderEmail(_Payload):
+    """The session nears MAX_SESSION_MINUTES, where the service ends it."""
+
+    kind: Literal["reminder"] = "reminder"
+    pod_name: str
+    cost_pence: int
+    currency: str
+    ends_at: IsoDatetime
+    end_session_url: str
+
+
 class _SessionFacts(_Payload):
     session_id: UUID
     pod_name: str
@@ -78,6 +98,8 @@ class ReceiptEmail(_SessionFacts):
     hold_pence: int | None = None
     captured_pence: int | None = None
     released_pence: int | None = None
+    # True when ended by the service at MAX_SESSION_MINUTES (absent otherwise, as before).
+    ended_at_limit: bool | None = None
 
 
 class PaymentFailedEmail(_SessionFacts):
@@ -103,6 +125,8 @@ EmailPayload = Annotated[
     | PodUnavailableEmail
     | HoldDeclinedEmail
     | LockFailedEmail
+    | BackupCodeEmail
+    | ReminderEmail
     | ReceiptEmail
     | PaymentFailedEmail
     | PaymentFailedOperatorEmail

@@ -160,3 +160,11 @@ class CardHold:
     state: str
     error: str | None = None
     pod_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupCode:
+    """A code from the lock's backup pool, handed to a session whose own code did not set."""
+
+    access_code_id: str
+    code: str

@@ -70,6 +70,11 @@ class SessionStatus(BaseModel):
     lock_has_code: bool | None = Field(
         description="True once the lock has the code; null when the pod has no smart lock."
     )
+    backup_code_in_use: bool = Field(
+        default=False,
+        description="True when the code did not set on the lock and a backup code from the "
+        "lock's pool was sent to the customer instead (shown on the session page).",
+    )
 
 
 class LockStatus(BaseModel):

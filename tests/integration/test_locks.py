@@ -118,6 +118,7 @@ def status_body(session_id: UUID, pod: str, status: str, **changes: Any) -> dict
         "smart_lock": True,
         "access_code_status": status,
         "lock_has_code": False,
+        "backup_code_in_use": False,
         **changes,
     }
 

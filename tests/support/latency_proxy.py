@@ -23,6 +23,8 @@ class LatencyProxy:
         self.requests = 0
         # (method, path, Idempotency-Key header or None) of every request forwarded
         self.seen: list[tuple[str, str, str | None]] = []
+        # (path, body) of every request forwarded
+        self.bodies: list[tuple[str, bytes]] = []
         self._loop = uvloop.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -80,12 +82,14 @@ class LatencyProxy:
             await asyncio.sleep(self.delay_before)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         assert self._session is not None
+        sent = await request.read()
+        self.bodies.append((request.path, sent))
         try:
             async with self._session.request(
                 request.method,
                 self.upstream + request.path_qs,
                 headers=headers,
-                data=await request.read(),
+                data=sent,
             ) as upstream:
                 body = await upstream.read()
                 status = upstream.status

@@ -1,6 +1,7 @@
 import pytest
 
 from svc.locks import code_status_of
+from svc.models.records import BackupCode
 from tests.unit.test_email_manager import SESSION_ID, session
 
 OPEN = {"end_time": None, "payment_status": None, "cost_pence": None}
@@ -75,4 +76,25 @@ def test_code_status_says_where_the_code_is(
         "smart_lock": status != "local",
         "access_code_status": status,
         "lock_has_code": lock_has_code,
+        "backup_code_in_use": False,
+    }
+
+
+def test_a_backup_code_in_use_opens_the_door_whatever_became_of_the_first_code() -> None:
+    unset = session(
+        **OPEN, seam_device_id="lock_1", access_code_id="ac", access_code_status="unset"
+    )
+    answer = code_status_of(
+        unset,
+        smart_locks=True,
+        backup=BackupCode(access_code_id="ac_backup", code="4821"),
+    )
+    assert answer.model_dump(mode="json") == {
+        "session_id": str(SESSION_ID),
+        "pod_name": "pod1",
+        "is_complete": False,
+        "smart_lock": True,
+        "access_code_status": "unset",
+        "lock_has_code": True,
+        "backup_code_in_use": True,
     }

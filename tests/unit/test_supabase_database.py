@@ -22,6 +22,7 @@ from svc.database_accessor import (
 )
 from svc.env import ConfigurationError
 from svc.models.records import (
+    BackupCode,
     ChargeClaim,
     EndedSession,
     NewPod,
@@ -788,6 +789,103 @@ async def test_fail_access_code(connect: Connect) -> None:
     )
 
 
+# Backup codes and reminders
+
+
+async def test_list_backup_code_work(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [str(SESSION)]))
+    assert await database.list_backup_code_work(after_seconds=120, limit=20) == [SESSION]
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_backup_code_work",
+        body={"p_after_seconds": 120, "p_limit": 20},
+    )
+
+
+async def test_claim_backup_code_work(connect: Connect) -> None:
+    database, fake = await connect(rows(200, 1), json_null())
+    assert await database.claim_backup_code_work(SESSION, lease_seconds=30) == 1
+    # null: another replica asks Seam now, or the session has a backup, ended or failed
+    assert await database.claim_backup_code_work(SESSION, lease_seconds=30) is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_claim_backup_code_work",
+        body={"p_session_id": str(SESSION), "p_lease_seconds": 30},
+    )
+
+
+async def test_record_backup_code(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "recorded"), rows(200, "taken"))
+    backup = BackupCode(access_code_id="ac_backup_1", code="4821")
+    assert await database.record_backup_code(SESSION, backup, emails=[EMAIL]) == "recorded"
+    assert await database.record_backup_code(SESSION, backup, emails=[]) == "taken"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_backup_code",
+        body={
+            "p_session_id": str(SESSION),
+            "p_backup_access_code_id": "ac_backup_1",
+            "p_backup_access_code": "4821",
+            "p_emails": [EMAIL_JSON],
+        },
+    )
+
+
+async def test_fail_access_code_without_backup(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.fail_access_code_without_backup(SESSION) is True
+    assert await database.fail_access_code_without_backup(SESSION) is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_fail_access_code_without_backup",
+        body={"p_session_id": str(SESSION)},
+    )
+
+
+async def test_get_backup_code(connect: Connect) -> None:
+    database, fake = await connect(
+        rows(200, [{"backup_access_code_id": "ac_backup_1", "backup_access_code": "4821"}]),
+        rows(200, []),
+    )
+    assert await database.get_backup_code(SESSION) == BackupCode(
+        access_code_id="ac_backup_1", code="4821"
+    )
+    assert await database.get_backup_code(SESSION) is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_get_backup_code",
+        body={"p_session_id": str(SESSION)},
+    )
+
+
+async def test_list_reminders_due(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [str(SESSION)]))
+    assert await database.list_reminders_due(max_minutes=180, before_minutes=15) == [SESSION]
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_reminders_due",
+        body={"p_max_minutes": 180, "p_before_minutes": 15},
+    )
+
+
+async def test_record_reminder(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.record_reminder(SESSION, emails=[EMAIL]) is True
+    assert await database.record_reminder(SESSION, emails=[EMAIL]) is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_reminder",
+        body={"p_session_id": str(SESSION), "p_emails": [EMAIL_JSON]},
+    )
+
+
 @pytest.mark.parametrize(
     ("function", "operation"),
     [
@@ -1088,6 +1186,15 @@ OPERATIONS: dict[str, Operation] = {
         SESSION, access_code_id="ac_1", status="set"
     ),
     "fail_access_code": lambda db: db.fail_access_code(SESSION),
+    "list_backup_code_work": lambda db: db.list_backup_code_work(after_seconds=120, limit=20),
+    "claim_backup_code_work": lambda db: db.claim_backup_code_work(SESSION, lease_seconds=30),
+    "record_backup_code": lambda db: db.record_backup_code(
+        SESSION, BackupCode(access_code_id="ac_backup_1", code="4821"), emails=[]
+    ),
+    "fail_access_code_without_backup": lambda db: db.fail_access_code_without_backup(SESSION),
+    "get_backup_code": lambda db: db.get_backup_code(SESSION),
+    "list_reminders_due": lambda db: db.list_reminders_due(max_minutes=180, before_minutes=15),
+    "record_reminder": lambda db: db.record_reminder(SESSION, emails=[]),
     "is_event_processed": lambda db: db.is_event_processed("evt_1"),
     "record_event": lambda db: db.record_event("evt_1", "x"),
     "queue_emails": lambda db: db.queue_emails([EMAIL]),
