@@ -11,7 +11,15 @@ import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from svc import booking_limits, email_manager, holds, payments_manager, seam_accessor, turnstile
+from svc import (
+    booking_limits,
+    email_manager,
+    holds,
+    payments_manager,
+    recovery,
+    seam_accessor,
+    turnstile,
+)
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.models.records import Pod, SessionRecord, StartSessionRequest
@@ -146,6 +154,8 @@ class StartResult:
 def _not_startable(setup: SetupIntentInfo) -> SetupIntentNotSucceeded | BookingNotStarted | None:
     """Why Stripe's word on this SetupIntent cannot start a session (the error the page
     gets), or None: it must have succeeded, with a card, for a Customer."""
+    if setup.metadata.get("purpose") == payments_manager.RECOVERY:
+        return BookingNotStarted("This card setup pays an owed session; it books nothing.")
     if setup.status != "succeeded":
         return SetupIntentNotSucceeded(setup.status)
     if setup.payment_method_id is None:
@@ -437,6 +447,8 @@ async def handle_webhook(
         "payment_intent.amount_capturable_updated",
         "payment_intent.canceled",
     ):
+        if (event.object.get("metadata") or {}).get("purpose") == payments_manager.RECOVERY:
+            return await recovery.handle_event(services, event)
         return await reconcile_payment(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
     return WebhookAck(status="ignored")

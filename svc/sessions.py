@@ -265,6 +265,7 @@ async def _record(
         operator=services.settings.OPERATOR_EMAIL,
         captured_pence=captured,
         released_pence=released,
+        pay_url=services.settings.pay_link(session.id),
     )
     recorded = await services.db.record_payment(
         session.id,
@@ -442,6 +443,7 @@ async def _record_event_outcome(
         operator=services.settings.OPERATOR_EMAIL,
         captured_pence=captured,
         released_pence=released,
+        pay_url=services.settings.pay_link(session.id),
     )
     outcome = await db.record_payment(
         session.id,

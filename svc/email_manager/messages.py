@@ -101,8 +101,11 @@ def settlement_emails(
     operator: str | None,
     captured_pence: int | None = None,
     released_pence: int | None = None,
+    paid_later_pence: int | None = None,
+    pay_url: str | None = None,
 ) -> list[QueuedEmail]:
-    """What goes out when a session's payment reaches an outcome."""
+    """What goes out when a session's payment reaches an outcome (`paid_later_pence`: what
+    was paid on the pay page after the charge failed)."""
     facts = _session_facts(session, cost_pence)
     customer = session.user_email
     emails = []
@@ -115,11 +118,15 @@ def settlement_emails(
                     "captured_pence": captured_pence,
                     "released_pence": released_pence,
                 }
+            if paid_later_pence is not None:
+                hold["paid_later_pence"] = paid_later_pence
             receipt = ReceiptEmail.model_validate({**facts, "payment_status": status, **hold})
             emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
     elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
         if customer:
-            failed = PaymentFailedEmail.model_validate({**facts, "error": error or ""})
+            failed = PaymentFailedEmail.model_validate(
+                {**facts, "error": error or "", "pay_url": pay_url}
+            )
             emails.append(
                 queued(failed, dedupe_key=f"payment_failed:{session.id}", recipient=customer)
             )

@@ -78,11 +78,15 @@ class ReceiptEmail(_SessionFacts):
     hold_pence: int | None = None
     captured_pence: int | None = None
     released_pence: int | None = None
+    # Paid on the pay page after the charge to the saved card failed.
+    paid_later_pence: int | None = None
 
 
 class PaymentFailedEmail(_SessionFacts):
     kind: Literal["payment_failed"] = "payment_failed"
     error: str
+    # The pay page (messages queued before it existed have none).
+    pay_url: str | None = None
 
 
 class PaymentFailedOperatorEmail(_SessionFacts):

@@ -160,3 +160,12 @@ class CardHold:
     state: str
     error: str | None = None
     pod_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryAttempt:
+    """An owed session's current payment attempt on the pay page, and its PaymentIntent
+    once made (qwip_begin_recovery's answer)."""
+
+    attempt: int
+    payment_intent_id: str | None

@@ -825,6 +825,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         await connection.close()
     assert [row["function"] for row in rows] == [
         "qwip_begin_hold(text,uuid,bigint,integer,text)",
+        "qwip_begin_recovery(uuid,integer)",
         "qwip_claim_abandoned_holds(integer)",
         "qwip_claim_access_code_work(uuid,integer)",
         "qwip_claim_charge(uuid,integer,integer)",
@@ -833,6 +834,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_end_session(uuid,integer,integer)",
         "qwip_end_session_with_hold(uuid,integer,integer)",
         "qwip_fail_access_code(uuid)",
+        "qwip_find_unpaid_session(text,text)",
         "qwip_get_session(uuid,text)",
         "qwip_get_session_with_hold(uuid,text)",
         "qwip_list_access_code_work(integer)",
@@ -841,9 +843,11 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_postpone_email(bigint,integer,text)",
         "qwip_queue_emails(jsonb)",
         "qwip_record_access_code(uuid,text,text)",
+        "qwip_record_card_fingerprint(uuid,text)",
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_hold(text,text,text,text)",
         "qwip_record_payment(uuid,integer,text,text,text,jsonb,text,text)",
+        "qwip_record_recovery(uuid,integer,text)",
         "qwip_record_settlement(uuid,integer,text,text,text,jsonb,text,text,integer,integer)",
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_service_only(text[])",

@@ -1,0 +1,303 @@
+"""Paying an owed session on the pay page's API, against Postgres, localstripe and SMTP."""
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import httpx
+import pytest
+import stripe
+
+from svc.database_accessor import PostgresDatabase
+from svc.models.records import NewPod
+from tests.support import booking
+from tests.support.mail import Mailbox
+from tests.support.settings import WEBHOOK_SECRET
+from tests.support.stripe_helpers import (
+    CARD_DECLINED_AT_CHARGE,
+    CARD_NEEDS_AUTHENTICATION,
+    CARD_OK,
+    confirm_card,
+    payment_intents_of,
+    signed_event,
+)
+
+CUSTOMER = "ada@example.com"
+
+
+@pytest.fixture
+async def pod1(db: PostgresDatabase) -> int:
+    pod = await db.insert_pod(
+        NewPod(name="pod1", address="1 Demo Street, London", price=Decimal("0.25"), currency="gbp")
+    )
+    return pod.id
+
+
+async def owed_session(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    *,
+    card: str = CARD_DECLINED_AT_CHARGE,
+) -> tuple[booking.SavedCard, UUID]:
+    """A 10-minute session at pod1 (£2.50) whose charge failed (or needs authentication)."""
+    saved = await booking.save_card(client, stripe_client, pod="pod1", email=CUSTOMER, card=card)
+    session_id = UUID((await booking.confirm_booking(client, saved))["session_id"])
+    await sql.execute(
+        "update pod_sessions set start_time = now() - interval '600 seconds' where id = $1",
+        session_id,
+    )
+    ended = (await client.post("/api/end-session", json={"sessionId": str(session_id)})).json()
+    assert ended["payment_status"] in ("failed", "requires_action")
+    return saved, session_id
+
+
+async def another_card(
+    client: httpx.AsyncClient, stripe_client: stripe.StripeClient, session_id: UUID, card: str
+) -> str:
+    """What the pay page does for a card other than the saved one; its SetupIntent id."""
+    response = await client.post("/api/pay-session-card", json={"sessionId": str(session_id)})
+    assert response.status_code == 200, response.text
+    setup = response.json()
+    assert set(setup) == {"setup_intent_id", "client_secret"}
+    confirmed = await confirm_card(stripe_client, setup["setup_intent_id"], card=card, email=None)
+    assert confirmed["status"] == "succeeded"
+    return str(setup["setup_intent_id"])
+
+
+def paid(session_id: UUID, payment_intent_id: str) -> dict[str, Any]:
+    return {
+        "session_id": str(session_id),
+        "status": "succeeded",
+        "amount": "2.50",
+        "amount_pence": 250,
+        "currency": "gbp",
+        "payment_intent_id": payment_intent_id,
+        "client_secret": None,
+        "error": None,
+    }
+
+
+def succeeded(intents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [intent for intent in intents if intent["status"] == "succeeded"]
+
+
+async def test_an_owed_session_paid_with_another_card_is_paid_once_with_one_receipt(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    mailbox: Mailbox,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    saved, session_id = await owed_session(client, stripe_client, sql)
+    [failed_mail] = await mailbox.wait_for("payment_failed")
+    link = f"http://qwip.test/pay?sessionId={session_id}"
+    assert f"Pay £2.50 now: {link}" in failed_mail.text
+    assert "Until it is paid, you cannot book a new session." in failed_mail.text
+    assert f'<a href="{link}">Pay £2.50 now</a>' in failed_mail.html
+
+    setup_intent_id = await another_card(client, stripe_client, session_id, CARD_OK)
+    response = await client.post(
+        "/api/pay-session", json={"sessionId": str(session_id), "setupIntentId": setup_intent_id}
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer == paid(session_id, answer["payment_intent_id"])
+    intent = await stripe_client.v1.payment_intents.retrieve_async(answer["payment_intent_id"])
+    assert (intent.amount, intent.metadata.to_dict()) == (
+        250,
+        {"session_id": str(session_id), "purpose": "recovery", "attempt": "1"},
+    )
+    row = await sql.fetchrow("select * from pod_sessions where id = $1", session_id)
+    assert (row["payment_status"], row["payment_intent_id"], row["payment_error"]) == (
+        "succeeded",
+        answer["payment_intent_id"],
+        None,
+    )
+    [receipt] = await mailbox.wait_for("receipt")
+    assert receipt.recipients == [CUSTOMER]
+    assert "Paid: £2.50 on the payment page, after the charge to your saved card" in receipt.text
+
+    # Stripe's event for the same payment, and the page asking again: nothing more.
+    body, headers = signed_event("payment_intent.succeeded", intent.to_dict(), WEBHOOK_SECRET)
+    event = await client.post("/webhook/stripe", content=body, headers=headers)
+    assert (event.status_code, event.json()) == (200, {"status": "success"})
+    again = await client.post("/webhook/stripe", content=body, headers=headers)
+    assert again.json() == {"status": "duplicate"}
+    confirmation = await client.post(
+        "/api/pay-session",
+        json={"sessionId": str(session_id), "paymentIntentId": answer["payment_intent_id"]},
+    )
+    assert confirmation.json() == paid(session_id, answer["payment_intent_id"])
+    receipts = await sql.fetchval(
+        "select count(*) from email_outbox where kind = 'receipt' and recipient = $1", CUSTOMER
+    )
+    assert receipts == 1
+    assert len(succeeded(await payment_intents_of(stripe_client, saved.customer_id))) == 1
+
+    nothing = await client.post("/api/pay-session", json={"sessionId": str(session_id)})
+    assert (nothing.status_code, nothing.json()) == (
+        409,
+        {"detail": "Nothing is owed for this session: it is paid."},
+    )
+
+
+async def test_a_declined_attempt_is_followed_by_a_new_one_with_another_card(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    mailbox: Mailbox,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    saved, session_id = await owed_session(client, stripe_client, sql)
+    declined = await client.post("/api/pay-session", json={"sessionId": str(session_id)})
+    assert declined.status_code == 200
+    first = declined.json()
+    assert first == {
+        "session_id": str(session_id),
+        "status": "failed",
+        "amount": "2.50",
+        "amount_pence": 250,
+        "currency": "gbp",
+        "payment_intent_id": first["payment_intent_id"],
+        "client_secret": None,
+        "error": "Your card was declined.",
+    }
+    setup_intent_id = await another_card(client, stripe_client, session_id, CARD_OK)
+    second = (
+        await client.post(
+            "/api/pay-session",
+            json={"sessionId": str(session_id), "setupIntentId": setup_intent_id},
+        )
+    ).json()
+    assert second == paid(session_id, second["payment_intent_id"])
+    assert second["payment_intent_id"] != first["payment_intent_id"]
+    recovery = [
+        intent
+        for intent in await payment_intents_of(stripe_client, saved.customer_id)
+        if intent["metadata"].get("purpose") == "recovery"
+    ]
+    assert sorted((i["metadata"]["attempt"], i["status"]) for i in recovery) == [
+        ("1", "requires_payment_method"),
+        ("2", "succeeded"),
+    ]
+    await mailbox.wait_for("receipt")
+
+
+async def test_the_webhook_marks_paid_after_the_bank_authenticates_and_the_page_finds_it_done(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    localstripe_url: str,
+    mailbox: Mailbox,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    saved, session_id = await owed_session(
+        client, stripe_client, sql, card=CARD_NEEDS_AUTHENTICATION
+    )
+    asked = (await client.post("/api/pay-session", json={"sessionId": str(session_id)})).json()
+    assert asked["status"] == "requires_action"
+    assert asked["client_secret"].startswith(f"{asked['payment_intent_id']}_secret_")
+    assert (asked["amount_pence"], asked["error"]) == (250, None)
+    # The same link again, before the bank's window is done: the same PaymentIntent.
+    same = (await client.post("/api/pay-session", json={"sessionId": str(session_id)})).json()
+    assert same == asked
+
+    # What Stripe.js's confirmCardPayment does once the cardholder completes it.
+    async with httpx.AsyncClient() as http:
+        done = await http.post(
+            f"{localstripe_url}/v1/payment_intents/{asked['payment_intent_id']}/_authenticate",
+            params={"success": "true"},
+            json={"key": "pk_test_qwip", "client_secret": asked["client_secret"]},
+        )
+    assert done.json()["status"] == "succeeded"
+    intent = await stripe_client.v1.payment_intents.retrieve_async(asked["payment_intent_id"])
+    body, headers = signed_event("payment_intent.succeeded", intent.to_dict(), WEBHOOK_SECRET)
+    event = await client.post("/webhook/stripe", content=body, headers=headers)
+    assert event.json() == {"status": "success"}
+    status = await sql.fetchval("select payment_status from pod_sessions where id = $1", session_id)
+    assert status == "succeeded"
+    confirmation = await client.post(
+        "/api/pay-session",
+        json={"sessionId": str(session_id), "paymentIntentId": asked["payment_intent_id"]},
+    )
+    assert confirmation.json() == paid(session_id, asked["payment_intent_id"])
+    [receipt] = await mailbox.wait_for("receipt")
+    assert "Paid: £2.50 on the payment page" in receipt.text
+    assert await sql.fetchval("select count(*) from email_outbox where kind = 'receipt'") == 1
+    assert len(succeeded(await payment_intents_of(stripe_client, saved.customer_id))) == 1
+
+
+async def test_a_pay_link_used_twice_at_once_charges_once(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    mailbox: Mailbox,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    saved, session_id = await owed_session(client, stripe_client, sql)
+    setup_intent_id = await another_card(client, stripe_client, session_id, CARD_OK)
+    body = {"sessionId": str(session_id), "setupIntentId": setup_intent_id}
+    answers = await asyncio.gather(*(client.post("/api/pay-session", json=body) for _ in range(2)))
+    assert [answer.status_code for answer in answers] == [200, 200]
+    [first, second] = [answer.json() for answer in answers]
+    assert first == second == paid(session_id, first["payment_intent_id"])
+    assert len(succeeded(await payment_intents_of(stripe_client, saved.customer_id))) == 1
+    await mailbox.wait_for("receipt")
+    assert await sql.fetchval("select count(*) from email_outbox where kind = 'receipt'") == 1
+
+
+async def test_nothing_owed_unknown_sessions_and_bad_input_are_refused(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    saved = await booking.save_card(client, stripe_client, pod="pod1", email=CUSTOMER)
+    session_id = (await booking.confirm_booking(client, saved))["session_id"]
+    still_open = await client.post("/api/pay-session", json={"sessionId": session_id})
+    assert (still_open.status_code, still_open.json()) == (
+        409,
+        {
+            "detail": "Nothing is owed yet: this session is still open, and its card is "
+            "charged when it ends."
+        },
+    )
+    card = await client.post("/api/pay-session-card", json={"sessionId": session_id})
+    assert card.status_code == 409
+    unknown = await client.post("/api/pay-session", json={"sessionId": str(uuid4())})
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "No session with this id."})
+    malformed = await client.post("/api/pay-session", json={"sessionId": "nope"})
+    assert malformed.status_code == 422
+    assert malformed.json()["detail"].startswith("sessionId (body): Input should be a valid UUID")
+    foreign = await client.post(
+        "/api/pay-session", json={"sessionId": session_id, "paymentIntentId": "pi_notours"}
+    )
+    assert (foreign.status_code, foreign.json()) == (
+        422,
+        {"detail": "This payment is not one made to pay this session."},
+    )
+    row = await sql.fetchrow("select * from pod_sessions where id = $1", UUID(session_id))
+    assert (row["recovery_attempt"], row["end_time"]) == (0, None)
+
+
+async def test_a_setup_intent_of_another_session_cannot_pay_this_one(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    _, session_id = await owed_session(client, stripe_client, sql)
+    saved = await booking.save_card(client, stripe_client, pod="pod1", email="bo@example.com")
+    refused = await client.post(
+        "/api/pay-session",
+        json={"sessionId": str(session_id), "setupIntentId": saved.setup_intent_id},
+    )
+    assert (refused.status_code, refused.json()) == (
+        422,
+        {"detail": "This card setup is not one made to pay this session."},
+    )
+    status = await sql.fetchval("select payment_status from pod_sessions where id = $1", session_id)
+    assert status == "failed"
