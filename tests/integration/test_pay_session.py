@@ -1,6 +1,7 @@
 """Paying an owed session on the pay page's API, against Postgres, localstripe and SMTP."""
 
 import asyncio
+import re
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -301,3 +302,68 @@ async def test_a_setup_intent_of_another_session_cannot_pay_this_one(
     )
     status = await sql.fetchval("select payment_status from pod_sessions where id = $1", session_id)
     assert status == "failed"
+
+
+# The pay page, as the server renders it (what it does in a browser: tests/browser/)
+
+
+async def test_the_pay_page_shows_the_pod_the_times_and_the_amount_owed(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    localstripe_url: str,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    _, session_id = await owed_session(client, stripe_client, sql)
+    response = await client.get(f"/pay?sessionId={session_id}")
+    assert response.status_code == 200
+    text = response.text
+    assert "<h1>pod1</h1>" in text
+    assert '<p class="pod-address">1 Demo Street, London</p>' in text
+    assert '<div class="fact"><dt>Amount owed</dt><dd id="owed">£2.50</dd></div>' in text
+    assert "<dt>Started</dt>" in text and "<dt>Ended</dt>" in text
+    assert '<button type="button" class="button" id="pay-saved">' in text
+    assert (
+        f'<script defer src="{localstripe_url}/js.stripe.com/v3/"></script>'
+        '<script type="module" src="/static/pay.js"></script>'
+    ) in text
+    # As the booking page: the service and the Stripe origin in use, never cached.
+    assert response.headers["content-security-policy"] == (
+        f"default-src 'self'; script-src 'self' {localstripe_url}; "
+        f"connect-src 'self' {localstripe_url}; frame-src {localstripe_url}; "
+        "style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert re.search(r"<script[^>]*>[^<]", text) is None
+    assert re.search(r"<[^>]+\s(on[a-z]+|style)=", text) is None
+    # The end page of the failed payment leads here.
+    end_page = (await client.get(f"/end-session?sessionId={session_id}")).text
+    assert (
+        f'<p id="receipt-pay">\n    <a class="button" href="/pay?sessionId={session_id}">'
+        "Pay what is owed</a></p>"
+    ) in end_page
+
+
+async def test_the_pay_page_of_a_paid_or_unknown_session_says_so(
+    client: httpx.AsyncClient, stripe_client: stripe.StripeClient, pod1: int
+) -> None:
+    saved = await booking.save_card(client, stripe_client, pod="pod1", email=CUSTOMER)
+    session_id = (await booking.confirm_booking(client, saved))["session_id"]
+    await client.post("/api/end-session", json={"sessionId": session_id})
+    response = await client.get(f"/pay?sessionId={session_id}")
+    assert response.status_code == 200
+    assert "<p>Nothing is owed for this session: it cost less than the minimum charge.</p>" in (
+        response.text
+    )
+    assert "pay.js" not in response.text and "js.stripe.com" not in response.text
+    assert response.headers["content-security-policy"].startswith(
+        "default-src 'self'; script-src 'self'; connect-src 'self'; frame-src 'none';"
+    )
+    end_page = (await client.get(f"/end-session?sessionId={session_id}")).text
+    assert '<p id="receipt-pay" hidden>' in end_page
+    unknown = await client.get(f"/pay?sessionId={uuid4()}")
+    assert unknown.status_code == 404
+    assert "Session not found" in unknown.text
+    assert (await client.get("/pay?sessionId=nope")).status_code == 404
