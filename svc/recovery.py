@@ -85,7 +85,9 @@ class DebtOutstanding(ServiceError):
 
     status_code = 409
 
-    def __init__(self, *, amount: str, pay_url: str) -> None:
+    def __init__(self, *, owed_pence: int, currency: str, pay_url: str) -> None:
+        self.owed_pence, self.currency, self.pay_url = owed_pence, currency, pay_url
+        amount = format_money(owed_pence, currency)
         super().__init__(
             f"You owe {amount} for an earlier session whose payment did not go through, so "
             "a new session cannot start. Nothing was charged or held for this booking. Pay "
@@ -319,6 +321,44 @@ async def refuse_if_owing(
     session = await find_session(services.db, session_id)
     logger.info("booking.debt_outstanding session=%s", short_id(session.id))
     raise DebtOutstanding(
-        amount=format_money(owed_pence(session) or 0, session.currency),
+        owed_pence=owed_pence(session) or 0,
+        currency=session.currency,
         pay_url=services.settings.pay_link(session.id),
     )
+
+
+async def refuse_start_if_owing(
+    services: Services,
+    *,
+    setup_intent_id: str,
+    pod_name: str,
+    email: str | None,
+    fingerprint: str | None,
+    event_id: str | None,
+    event_type: str | None,
+) -> DebtOutstanding | None:
+    """Before a session starts (and before any hold): the debt of this e-mail or card, once
+    told to the customer by e-mail with the pay link; None when nothing is owed. On the
+    webhook path the event is recorded with the e-mail (a redelivery tells nobody again)."""
+    try:
+        await refuse_if_owing(services, email=email, fingerprint=fingerprint)
+    except DebtOutstanding as debt:
+        emails = []
+        if email:
+            emails.append(
+                email_manager.debt_outstanding_email(
+                    setup_intent_id=setup_intent_id,
+                    recipient=email,
+                    pod_name=pod_name,
+                    owed_pence=debt.owed_pence,
+                    currency=debt.currency,
+                    pay_url=debt.pay_url,
+                )
+            )
+        if event_id is not None:
+            await services.db.record_event(event_id, event_type or "", emails)
+        else:
+            await services.db.queue_emails(emails)
+        services.outbox.wake()
+        return debt
+    return None

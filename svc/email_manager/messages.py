@@ -6,6 +6,7 @@ from uuid import UUID
 
 from svc.email_manager.schemas import (
     AccessCodeEmail,
+    DebtOutstandingEmail,
     EmailPayload,
     HoldDeclinedEmail,
     LockFailedEmail,
@@ -75,6 +76,24 @@ def hold_declined_email(
             pod_name=pod_name, hold_pence=hold_pence, currency=currency, reason=reason
         ),
         dedupe_key=f"hold_declined:{setup_intent_id}",
+        recipient=recipient,
+    )
+
+
+def debt_outstanding_email(
+    *,
+    setup_intent_id: str,
+    recipient: str,
+    pod_name: str,
+    owed_pence: int,
+    currency: str,
+    pay_url: str,
+) -> QueuedEmail:
+    return queued(
+        DebtOutstandingEmail(
+            pod_name=pod_name, owed_pence=owed_pence, currency=currency, pay_url=pay_url
+        ),
+        dedupe_key=f"debt_outstanding:{setup_intent_id}",
         recipient=recipient,
     )
 
@@ -214,6 +233,8 @@ _DEAD_LETTER_ADVICE = {
     "still owed. Reach them through their Stripe Customer.",
     "hold_declined": "The customer was not told by e-mail that their card could not hold the "
     "booking's amount and that no session started; nothing was charged.",
+    "debt_outstanding": "The customer was not told by e-mail why their booking did not start "
+    "(an earlier session is still owed); nothing was charged or held for it.",
     "lock_failed": "The customer was not told that their code did not reach the lock; their "
     "session was ended without charge.",
 }

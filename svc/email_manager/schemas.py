@@ -56,6 +56,16 @@ class HoldDeclinedEmail(_Payload):
     reason: str
 
 
+class DebtOutstandingEmail(_Payload):
+    """A booking refused while an earlier session is owed: nothing started or was held."""
+
+    kind: Literal["debt_outstanding"] = "debt_outstanding"
+    pod_name: str
+    owed_pence: int
+    currency: str
+    pay_url: str
+
+
 class LockFailedEmail(_Payload):
     kind: Literal["lock_failed"] = "lock_failed"
     pod_name: str
@@ -106,6 +116,7 @@ EmailPayload = Annotated[
     AccessCodeEmail
     | PodUnavailableEmail
     | HoldDeclinedEmail
+    | DebtOutstandingEmail
     | LockFailedEmail
     | ReceiptEmail
     | PaymentFailedEmail

@@ -367,3 +367,133 @@ async def test_the_pay_page_of_a_paid_or_unknown_session_says_so(
     assert unknown.status_code == 404
     assert "Session not found" in unknown.text
     assert (await client.get("/pay?sessionId=nope")).status_code == 404
+
+
+# Debt stops new bookings
+
+
+def debt_refusal(session_id: UUID) -> dict[str, str]:
+    return {
+        "detail": "You owe £2.50 for an earlier session whose payment did not go through, so "
+        "a new session cannot start. Nothing was charged or held for this booking. Pay what "
+        "is owed, then book again.",
+        "pay_url": f"http://qwip.test/pay?sessionId={session_id}",
+    }
+
+
+async def test_a_card_setup_by_an_email_that_owes_is_refused_with_the_pay_link(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    _, session_id = await owed_session(client, stripe_client, sql)
+    attempts = await sql.fetchval("select count(*) from booking_attempts")
+    refused = await client.post(
+        "/api/create-setup-intent", json={"podName": "pod1", "email": "ADA@Example.COM"}
+    )
+    assert (refused.status_code, refused.json()) == (409, debt_refusal(session_id))
+    # Nothing was counted against the booking limits, nothing made at Stripe.
+    assert await sql.fetchval("select count(*) from booking_attempts") == attempts
+    other = await client.post(
+        "/api/create-setup-intent", json={"podName": "pod1", "email": "bo@example.com"}
+    )
+    assert other.status_code == 200
+
+
+async def test_a_card_that_owes_saved_under_another_email_starts_nothing_and_is_told(
+    make_settings: Any,
+    stripe_client: stripe.StripeClient,
+    mailbox: Mailbox,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    from svc.main import create_app
+    from tests.integration.conftest import running
+
+    # Holds on: the refusal comes before the hold, so nothing is held either.
+    async with running(create_app(make_settings(HOLD_MINUTES=60))) as client:
+        saved = await booking.save_card(
+            client, stripe_client, pod="pod1", email=CUSTOMER, card=CARD_NEEDS_AUTHENTICATION
+        )
+        # The hold asked for authentication; what Stripe.js does, then the page again.
+        started = await client.post(
+            "/api/confirm-booking",
+            json={"setup_intent_id": saved.setup_intent_id, "client_secret": saved.client_secret},
+        )
+        assert started.status_code == 402
+        hold = started.json()["payment_intent_client_secret"]
+        async with httpx.AsyncClient() as http:
+            await http.post(
+                f"{client_base(stripe_client)}/v1/payment_intents/{hold.split('_secret_')[0]}"
+                "/_authenticate",
+                params={"success": "true"},
+                json={"key": "pk_test_qwip", "client_secret": hold},
+            )
+        session_id = UUID((await booking.confirm_booking(client, saved))["session_id"])
+    # Without a hold, this card's charge at the end needs the cardholder: owed.
+    async with running(create_app(make_settings())) as client:
+        await sql.execute(
+            "update pod_sessions set start_time = now() - interval '600 seconds', "
+            "hold_payment_intent_id = null, hold_pence = null where id = $1",
+            session_id,
+        )
+        await client.post("/api/end-session", json={"sessionId": str(session_id)})
+    assert await sql.fetchval(
+        "select payment_status from pod_sessions where id = $1", session_id
+    ) == ("requires_action")
+    mailbox.clear()
+
+    async with running(create_app(make_settings(HOLD_MINUTES=60))) as client:
+        again = await booking.save_card(
+            client,
+            stripe_client,
+            pod="pod1",
+            email="bo@example.com",
+            card=CARD_NEEDS_AUTHENTICATION,
+        )
+        refused = await client.post(
+            "/api/confirm-booking",
+            json={"setup_intent_id": again.setup_intent_id, "client_secret": again.client_secret},
+        )
+        assert (refused.status_code, refused.json()) == (409, debt_refusal(session_id))
+        body, headers = signed_event(
+            "setup_intent.succeeded", {"id": again.setup_intent_id}, WEBHOOK_SECRET
+        )
+        event = await client.post("/webhook/stripe", content=body, headers=headers)
+        assert event.json() == {"status": "success"}
+        [told] = await mailbox.wait_for("debt_outstanding")
+    assert told.recipients == ["bo@example.com"]
+    assert told.subject == "pod1 did not start: £2.50 is owed"
+    assert f"Pay £2.50 now: http://qwip.test/pay?sessionId={session_id}" in told.text
+    assert "Nothing was charged or held on your card for this booking." in told.text
+    assert await sql.fetchval("select count(*) from pod_sessions") == 1
+    assert await payment_intents_of(stripe_client, again.customer_id) == []
+    assert (
+        await sql.fetchval(
+            "select count(*) from card_holds where setup_intent_id = $1", again.setup_intent_id
+        )
+        == 0
+    )
+
+
+def client_base(stripe_client: stripe.StripeClient) -> str:
+    return str(stripe_client._requestor.base_addresses["api"])  # type: ignore[attr-defined]
+
+
+async def test_after_paying_the_customer_books_again(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    _, session_id = await owed_session(client, stripe_client, sql)
+    setup_intent_id = await another_card(client, stripe_client, session_id, CARD_OK)
+    await client.post(
+        "/api/pay-session", json={"sessionId": str(session_id), "setupIntentId": setup_intent_id}
+    )
+    saved = await booking.save_card(
+        client, stripe_client, pod="pod1", email=CUSTOMER, card=CARD_DECLINED_AT_CHARGE
+    )
+    booked = await booking.confirm_booking(client, saved)
+    assert booked["pod_name"] == "pod1"
