@@ -112,3 +112,43 @@ async def test_the_banks_authentication_is_completed_on_the_pay_page(
         (500, "succeeded")
     ]
     assert tab.problems == []
+
+
+async def test_the_booking_page_of_a_customer_who_owes_says_why_and_links_to_the_pay_page(
+    open_tab: OpenTab,
+    service: ServiceProcess,
+    shop: PostgresDatabase,
+    localstripe_url: str,
+    browser_database_url: str,
+) -> None:
+    booked = await owed_session(
+        service, localstripe_url, browser_database_url, card=CARD_DECLINED_AT_CHARGE
+    )
+    pay_url = f"{service.url}/pay?sessionId={booked['session_id']}"
+    refusal = (
+        "You owe £5.00 for an earlier session whose payment did not go through, so a new "
+        "session cannot start. Nothing was charged or held for this booking. Pay what is "
+        "owed, then book again."
+    )
+    tab = await open_tab()
+    page = tab.page
+    for email, card in ((CUSTOMER, CARD_OK), ("other@example.com", CARD_DECLINED_AT_CHARGE)):
+        # By the e-mail (any case) before the card is saved; by the card once it is.
+        await page.goto(f"{service.url}/book?podName=pod1")
+        await page.get_by_label("E-mail").fill(email.upper())
+        await fill_card(page, card)
+        await page.get_by_role("button", name="Save card and book").click()
+        await expect(page.locator("#booking-status")).to_have_text(refusal)
+        link = page.get_by_role("link", name="Pay what is owed")
+        await expect(link).to_have_attribute("href", pay_url)
+    await snapshot(page, "book-owed")
+    await page.get_by_role("link", name="Pay what is owed").click()
+    await expect(page.get_by_role("heading", name="Pay £5.00")).to_be_visible()
+    pod = await shop.get_pod_by_name("pod1")
+    assert pod is not None and pod.in_use is False
+    connection = await asyncpg.connect(browser_database_url)
+    try:
+        assert await connection.fetchval("select count(*) from pod_sessions") == 1
+    finally:
+        await connection.close()
+    assert tab.problems == []
