@@ -468,7 +468,9 @@ async def handle_webhook(
         "payment_intent.amount_capturable_updated",
         "payment_intent.canceled",
     ):
-        if (event.object.get("metadata") or {}).get("purpose") == payments_manager.RECOVERY:
+        metadata = event.object.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("purpose") == payments_manager.RECOVERY:
+            # A pay-page payment of an owed session, not a session's own charge.
             return await recovery.handle_event(services, event)
         return await reconcile_payment(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
