@@ -132,9 +132,8 @@ def _in_words(error: str) -> str:
 
 
 def _is_for(intent: RecoveryIntent, session: SessionRecord) -> bool:
-    return intent.metadata.get("purpose") == RECOVERY and intent.metadata.get("session_id") == str(
-        session.id
-    )
+    metadata = intent.metadata
+    return metadata.get("purpose") == RECOVERY and metadata.get("session_id") == str(session.id)
 
 
 async def pay_session(services: Services, request: PaySessionRequest) -> PaySessionResult:
@@ -155,9 +154,13 @@ async def pay_session(services: Services, request: PaySessionRequest) -> PaySess
     current = await db.begin_recovery(session.id)
     assert current is not None  # the session exists
     if current.payment_intent_id is not None:
-        intent = await payments_manager.retrieve_recovery(
-            services.stripe, current.payment_intent_id
-        )
+        try:
+            intent = await payments_manager.retrieve_recovery(
+                services.stripe, current.payment_intent_id
+            )
+        except PaymentIntentNotFound:
+            # Unknown to Stripe now: as good as cancelled, the next attempt pays.
+            intent = RecoveryIntent.gone(current.payment_intent_id)
         if intent.status in ("requires_action", "processing", "requires_confirmation"):
             if intent.payment_method_id == card:
                 return _result(session, owed, intent)

@@ -137,9 +137,10 @@ def settlement_emails(
                     "captured_pence": captured_pence,
                     "released_pence": released_pence,
                 }
-            if paid_later_pence is not None:
-                hold["paid_later_pence"] = paid_later_pence
-            receipt = ReceiptEmail.model_validate({**facts, "payment_status": status, **hold})
+            later = {} if paid_later_pence is None else {"paid_later_pence": paid_later_pence}
+            receipt = ReceiptEmail.model_validate(
+                {**facts, "payment_status": status, **hold, **later}
+            )
             emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
     elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
         if customer:

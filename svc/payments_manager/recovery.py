@@ -55,6 +55,16 @@ class RecoveryIntent:
             error=error,
         )
 
+    @classmethod
+    def refused(cls, *, amount: int, currency: str, error: str) -> "RecoveryIntent":
+        """Refused before Stripe answered with a PaymentIntent: nothing was taken."""
+        return cls("", "requires_payment_method", amount, currency, None, None, {}, error)
+
+    @classmethod
+    def gone(cls, payment_intent_id: str) -> "RecoveryIntent":
+        """One Stripe no longer knows: nothing can be paid through it."""
+        return cls(payment_intent_id, "canceled", 0, "", None, None, {})
+
 
 def _intent_of(answer: Any) -> RecoveryIntent:
     intent = answer.data
@@ -99,14 +109,9 @@ async def pay_owed(
             details = error.json_body.get("error", {}) if isinstance(error.json_body, dict) else {}
             intent_id = _id_of(details.get("payment_intent"))
             if intent_id is None:
-                return RecoveryIntent(
-                    id="",
-                    status="requires_payment_method",
+                return RecoveryIntent.refused(
                     amount=amount_pence,
                     currency=currency,
-                    client_secret=None,
-                    payment_method_id=payment_method_id,
-                    metadata={},
                     error=f"{error.code or 'card_declined'}: {error.user_message or 'declined'}",
                 )
             return await retrieve_recovery(client, intent_id)
@@ -119,14 +124,9 @@ async def pay_owed(
             raise PaymentProviderUnavailable() from error
         except stripe.InvalidRequestError as error:
             # Stripe refused the request itself (a card no longer usable): an outcome.
-            return RecoveryIntent(
-                id="",
-                status="requires_payment_method",
+            return RecoveryIntent.refused(
                 amount=amount_pence,
                 currency=currency,
-                client_secret=None,
-                payment_method_id=payment_method_id,
-                metadata={},
                 error=f"{error.code or 'invalid_request'}: "
                 f"{error.user_message or 'the payment provider refused this card'}",
             )
