@@ -497,3 +497,33 @@ async def test_after_paying_the_customer_books_again(
     )
     booked = await booking.confirm_booking(client, saved)
     assert booked["pod_name"] == "pod1"
+
+
+async def test_a_card_saved_on_the_pay_page_books_nothing(
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    pod1: int,
+) -> None:
+    _, session_id = await owed_session(client, stripe_client, sql)
+    setup_intent_id = await another_card(client, stripe_client, session_id, CARD_OK)
+    body, headers = signed_event("setup_intent.succeeded", {"id": setup_intent_id}, WEBHOOK_SECRET)
+    event = await client.post("/webhook/stripe", content=body, headers=headers)
+    assert event.json() == {"status": "ignored"}
+    setup = await stripe_client.v1.setup_intents.retrieve_async(setup_intent_id)
+    page = await client.post(
+        "/api/confirm-booking",
+        json={"setup_intent_id": setup_intent_id, "client_secret": setup.client_secret},
+    )
+    assert (page.status_code, page.json()) == (
+        409,
+        {"detail": "This card setup pays an owed session; it books nothing."},
+    )
+    assert await sql.fetchval("select count(*) from pod_sessions") == 1
+    # No "card saved for an unknown pod" alert: it is the pay page's, not a booking.
+    kinds = await sql.fetch("select kind from email_outbox order by id")
+    assert [row["kind"] for row in kinds] == [
+        "access_code",
+        "payment_failed",
+        "payment_failed_operator",
+    ]
