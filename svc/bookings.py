@@ -11,7 +11,15 @@ import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from svc import booking_limits, email_manager, holds, payments_manager, seam_accessor, turnstile
+from svc import (
+    booking_limits,
+    email_manager,
+    holds,
+    payments_manager,
+    recovery,
+    seam_accessor,
+    turnstile,
+)
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.models.records import Pod, SessionRecord, StartSessionRequest
@@ -104,6 +112,8 @@ async def create_setup_intent(services: Services, request: CardSetupRequest) -> 
     pod = await find_pod(services.db, name=request.name, pod_id=request.pod_id)
     if pod.in_use:
         raise PodInUse(pod.name)
+    # Whoever owes for a session books nothing new until it is paid.
+    await recovery.refuse_if_owing(services, email=email)
     settings = services.settings
     if settings.uses_turnstile:
         await turnstile.verify(settings, token=request.turnstile_token, remote_ip=request.client_ip)
@@ -141,11 +151,14 @@ class StartResult:
     hold: HoldOutcome | None = None
     hold_pence: int | None = None
     currency: str | None = None
+    debt: recovery.DebtOutstanding | None = None
 
 
 def _not_startable(setup: SetupIntentInfo) -> SetupIntentNotSucceeded | BookingNotStarted | None:
     """Why Stripe's word on this SetupIntent cannot start a session (the error the page
     gets), or None: it must have succeeded, with a card, for a Customer."""
+    if setup.metadata.get("purpose") == payments_manager.RECOVERY:
+        return BookingNotStarted("This card setup pays an owed session; it books nothing.")
     if setup.status != "succeeded":
         return SetupIntentNotSucceeded(setup.status)
     if setup.payment_method_id is None:
@@ -218,6 +231,20 @@ async def start_session(
         services.stripe, customer_id=setup.customer_id, payment_method_id=setup.payment_method_id
     )
     email = found.address
+    assert setup.payment_method_id is not None  # checked by _not_startable
+    # The card too: the same card saved under another e-mail owes the same debt.
+    fingerprint = await payments_manager.card_fingerprint(services.stripe, setup.payment_method_id)
+    debt = await recovery.refuse_start_if_owing(
+        services,
+        setup_intent_id=setup.id,
+        pod_name=pod.name,
+        email=email,
+        fingerprint=fingerprint,
+        event_id=event_id,
+        event_type=event_type,
+    )
+    if debt is not None:
+        return StartResult(StartOutcomeKind.DEBT_OUTSTANDING, pod_name=pod.name, debt=debt)
     session_id = uuid4()
     hold_pence = compute_hold_pence(
         price_per_minute=pod.price,
@@ -281,6 +308,8 @@ async def start_session(
         services.outbox.wake()
     if outcome.outcome is StartOutcomeKind.STARTED and email is None and found.invalid:
         await _tell_operator_no_valid_email(services, outcome.session_id, pod, found, setup)
+    if outcome.outcome is StartOutcomeKind.STARTED and fingerprint and outcome.session_id:
+        await db.record_card_fingerprint(outcome.session_id, fingerprint=fingerprint)
     if outcome.outcome is StartOutcomeKind.STARTED and smart_lock:
         # The code goes onto the lock now that the session exists, off this request's path.
         services.lock_work.wake()
@@ -404,6 +433,8 @@ async def confirm_booking(
         )
     if result.outcome is StartOutcomeKind.HOLD_RELEASED:
         raise holds.HoldReleased()
+    if result.debt is not None:
+        raise result.debt
     if result.outcome is StartOutcomeKind.UNKNOWN_POD:
         raise PodNotFound(f"named {setup.metadata.get('pod_name', '')!r}")
     assert result.session is not None
@@ -437,6 +468,10 @@ async def handle_webhook(
         "payment_intent.amount_capturable_updated",
         "payment_intent.canceled",
     ):
+        metadata = event.object.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("purpose") == payments_manager.RECOVERY:
+            # A pay-page payment of an owed session, not a session's own charge.
+            return await recovery.handle_event(services, event)
         return await reconcile_payment(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
     return WebhookAck(status="ignored")

@@ -431,6 +431,10 @@ class Settings(BaseSettings):
             return self.END_SESSION_URL.format(session_id=session_id)
         return f"{self.PUBLIC_URL}/end-session?sessionId={session_id}"
 
+    def pay_link(self, session_id: object) -> str:
+        """The pay page of an owed session (e-mailed, and answered with a refused booking)."""
+        return f"{self.PUBLIC_URL}/pay?sessionId={session_id}"
+
 
 STRIPE_KEYS = ("STRIPE_SECRET", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET")
 

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from svc import sessions, templating
+from svc import recovery, sessions, templating
 from svc.api.deps import ServicesDep, query_value
 from svc.env import Settings
 from svc.models.records import Pod, SessionRecord
@@ -299,6 +299,32 @@ async def show_end_session(request: Request, services: ServicesDep) -> Response:
         session, preview, settings=services.settings, backup_code=backup.code if backup else None
     )
     return html_page(page)
+
+
+@router.get("/pay")
+async def show_pay(request: Request, services: ServicesDep) -> Response:
+    """An owed session's pay page: the pod, the times, the amount, the cards to pay with."""
+    session = await find_session(services, _given(request, "sessionId", "session_id"))
+    if session is None:
+        return html_page(session_not_found_page(settings=services.settings), status_code=404)
+    stripe = stripe_js(services.settings)
+    owed = recovery.owed_pence(session)
+    page = render(
+        "pay.html",
+        settings=services.settings,
+        session=session,
+        owed_pence=owed,
+        has_saved_card=session.stripe_payment_method is not None,
+        nothing_owed=recovery.NothingOwed(session).message,
+        end_session_url=services.settings.end_session_link(session.id),
+        timezone=services.settings.timezone,
+        stripe_script=stripe.script_url,
+        publishable_key=stripe.publishable_key,
+        test_mode=stripe.is_emulator,
+        test_card=STRIPE_TEST_CARD,
+    )
+    # Stripe's origins only while there is something to pay with a card.
+    return html_page(page, stripe=stripe if owed else None)
 
 
 def _given(request: Request, *names: str) -> str | None:

@@ -266,6 +266,7 @@ async def _record(
         captured_pence=captured,
         released_pence=released,
         max_minutes=services.settings.MAX_SESSION_MINUTES,
+        pay_url=services.settings.pay_link(session.id),
     )
     recorded = await services.db.record_payment(
         session.id,
@@ -444,6 +445,7 @@ async def _record_event_outcome(
         captured_pence=captured,
         released_pence=released,
         max_minutes=services.settings.MAX_SESSION_MINUTES,
+        pay_url=services.settings.pay_link(session.id),
     )
     outcome = await db.record_payment(
         session.id,

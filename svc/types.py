@@ -68,6 +68,8 @@ class StartOutcomeKind(StrEnum):
     """The bank asks the cardholder to authenticate the hold first."""
     HOLD_DECLINED = "hold_declined"
     """The card was declined for the hold: nothing started, nothing is held or owed."""
+    DEBT_OUTSTANDING = "debt_outstanding"
+    """The customer (by e-mail or card) owes for an earlier session: nothing started."""
 
 
 class PaymentRecorded(StrEnum):

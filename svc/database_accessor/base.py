@@ -28,6 +28,7 @@ from svc.models.records import (
     Pod,
     PodChanges,
     QueuedEmail,
+    RecoveryAttempt,
     SessionRecord,
     StartOutcome,
     StartSessionRequest,
@@ -299,6 +300,52 @@ class Database(ABC):
 
     async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
         return await self._session_ids("qwip_list_overdue_sessions", {"p_max_minutes": max_minutes})
+
+    # Owed sessions: paying later, and no new booking meanwhile
+
+    async def begin_recovery(
+        self, session_id: UUID, *, after_attempt: int | None = None
+    ) -> RecoveryAttempt | None:
+        """The session's payment attempt as it stands, or (with `after_attempt`) the next
+        one, made once however many callers ask; None for an unknown session."""
+        function = "qwip_begin_recovery"
+        result = await self._call_value(
+            function, {"p_session_id": session_id, "p_after_attempt": after_attempt}
+        )
+        if not result:
+            # Postgres's null: PostgREST may give it as an empty body.
+            return None
+        row = self._expect(result, dict, function)
+        return RecoveryAttempt(
+            attempt=int(row["attempt"]), payment_intent_id=row.get("payment_intent_id")
+        )
+
+    async def record_recovery(
+        self, session_id: UUID, *, attempt: int, payment_intent_id: str
+    ) -> None:
+        await self._call_value(
+            "qwip_record_recovery",
+            {
+                "p_session_id": session_id,
+                "p_attempt": attempt,
+                "p_payment_intent_id": payment_intent_id,
+            },
+        )
+
+    async def record_card_fingerprint(self, session_id: UUID, *, fingerprint: str) -> None:
+        await self._call_value(
+            "qwip_record_card_fingerprint",
+            {"p_session_id": session_id, "p_fingerprint": fingerprint},
+        )
+
+    async def find_unpaid_session(
+        self, *, email: str | None, fingerprint: str | None
+    ) -> UUID | None:
+        """The oldest session still owed by this e-mail (any case) or this card."""
+        found = await self._call_value(
+            "qwip_find_unpaid_session", {"p_email": email, "p_fingerprint": fingerprint}
+        )
+        return _uuid(found) if found else None
 
     # Access codes on smart locks
 

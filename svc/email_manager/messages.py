@@ -8,6 +8,7 @@ from uuid import UUID
 from svc.email_manager.schemas import (
     AccessCodeEmail,
     BackupCodeEmail,
+    DebtOutstandingEmail,
     EmailPayload,
     HoldDeclinedEmail,
     LockFailedEmail,
@@ -82,6 +83,24 @@ def hold_declined_email(
     )
 
 
+def debt_outstanding_email(
+    *,
+    setup_intent_id: str,
+    recipient: str,
+    pod_name: str,
+    owed_pence: int,
+    currency: str,
+    pay_url: str,
+) -> QueuedEmail:
+    return queued(
+        DebtOutstandingEmail(
+            pod_name=pod_name, owed_pence=owed_pence, currency=currency, pay_url=pay_url
+        ),
+        dedupe_key=f"debt_outstanding:{setup_intent_id}",
+        recipient=recipient,
+    )
+
+
 def _session_facts(session: SessionRecord, cost_pence: int) -> dict[str, object]:
     end = session.end_time or session.now
     return {
@@ -105,9 +124,12 @@ def settlement_emails(
     captured_pence: int | None = None,
     released_pence: int | None = None,
     max_minutes: int | None = None,
+    paid_later_pence: int | None = None,
+    pay_url: str | None = None,
 ) -> list[QueuedEmail]:
     """What goes out when a session's payment reaches an outcome. A session that lasted
-    `max_minutes` was ended by the service at the limit, and its receipt says so."""
+    `max_minutes` was ended by the service at the limit, and its receipt says so;
+    `paid_later_pence`: what was paid on the pay page after the charge failed."""
     facts = _session_facts(session, cost_pence)
     customer = session.user_email
     emails = []
@@ -122,13 +144,22 @@ def settlement_emails(
                 }
             lasted = (session.end_time or session.now) - session.start_time
             at_limit = max_minutes is not None and lasted >= timedelta(minutes=max_minutes)
+            later = {} if paid_later_pence is None else {"paid_later_pence": paid_later_pence}
             receipt = ReceiptEmail.model_validate(
-                {**facts, "payment_status": status, **hold, "ended_at_limit": at_limit or None}
+                {
+                    **facts,
+                    "payment_status": status,
+                    **hold,
+                    "ended_at_limit": at_limit or None,
+                    **later,
+                }
             )
             emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
     elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
         if customer:
-            failed = PaymentFailedEmail.model_validate({**facts, "error": error or ""})
+            failed = PaymentFailedEmail.model_validate(
+                {**facts, "error": error or "", "pay_url": pay_url}
+            )
             emails.append(
                 queued(failed, dedupe_key=f"payment_failed:{session.id}", recipient=customer)
             )
@@ -257,6 +288,8 @@ _DEAD_LETTER_ADVICE = {
     "still owed. Reach them through their Stripe Customer.",
     "hold_declined": "The customer was not told by e-mail that their card could not hold the "
     "booking's amount and that no session started; nothing was charged.",
+    "debt_outstanding": "The customer was not told by e-mail why their booking did not start "
+    "(an earlier session is still owed); nothing was charged or held for it.",
     "lock_failed": "The customer was not told that their code did not reach the lock; their "
     "session was ended without charge.",
     "backup_code": "The customer never received the backup code that replaced the code the "

@@ -56,6 +56,16 @@ class HoldDeclinedEmail(_Payload):
     reason: str
 
 
+class DebtOutstandingEmail(_Payload):
+    """A booking refused while an earlier session is owed: nothing started or was held."""
+
+    kind: Literal["debt_outstanding"] = "debt_outstanding"
+    pod_name: str
+    owed_pence: int
+    currency: str
+    pay_url: str
+
+
 class LockFailedEmail(_Payload):
     kind: Literal["lock_failed"] = "lock_failed"
     pod_name: str
@@ -100,11 +110,15 @@ class ReceiptEmail(_SessionFacts):
     released_pence: int | None = None
     # True when ended by the service at MAX_SESSION_MINUTES (absent otherwise, as before).
     ended_at_limit: bool | None = None
+    # Paid on the pay page after the charge to the saved card failed.
+    paid_later_pence: int | None = None
 
 
 class PaymentFailedEmail(_SessionFacts):
     kind: Literal["payment_failed"] = "payment_failed"
     error: str
+    # The pay page (messages queued before it existed have none).
+    pay_url: str | None = None
 
 
 class PaymentFailedOperatorEmail(_SessionFacts):
@@ -124,6 +138,7 @@ EmailPayload = Annotated[
     AccessCodeEmail
     | PodUnavailableEmail
     | HoldDeclinedEmail
+    | DebtOutstandingEmail
     | LockFailedEmail
     | BackupCodeEmail
     | ReminderEmail

@@ -168,3 +168,12 @@ class BackupCode:
 
     access_code_id: str
     code: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryAttempt:
+    """An owed session's current payment attempt on the pay page, and its PaymentIntent
+    once made (qwip_begin_recovery's answer)."""
+
+    attempt: int
+    payment_intent_id: str | None

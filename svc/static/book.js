@@ -182,6 +182,15 @@ function showBooking(booking) {
   document.getElementById("result-title").focus();
 }
 
+// An earlier session of this customer is still owed (by e-mail or card): the service
+// answers 409 with its pay page, which is offered here.
+function showPayLink(problem) {
+  const payUrl = problem.body && problem.body.pay_url;
+  const link = document.getElementById("booking-pay-link");
+  if (payUrl) link.href = payUrl;
+  document.getElementById("booking-pay").hidden = !payUrl;
+}
+
 // A card Stripe has confirmed but whose session has not started yet: when starting it fails
 // for a reason worth retrying (network, 5xx), the retry starts it without saving the card again.
 let confirmedSetup = null;
@@ -221,6 +230,7 @@ form.addEventListener("submit", async (event) => {
       error instanceof Problem ? error : new Problem("Something went wrong. Please try again.");
     if (!problem.retryable) confirmedSetup = null;
     say(problem.message, { error: true });
+    showPayLink(problem);
   } finally {
     setBusy(false);
   }

@@ -102,6 +102,7 @@ function showReceipt(ended) {
     ended.error,
   );
   showHold(ended);
+  byId("receipt-pay").hidden = !["failed", "requires_action"].includes(ended.payment_status);
   byId("receipt-end").textContent = formatLocalTime(ended.end_time, timezone);
   byId("receipt-duration").textContent = formatDuration(elapsedSeconds(startTime, ended.end_time));
   byId("live").toggleAttribute("inert", true);

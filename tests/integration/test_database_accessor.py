@@ -29,6 +29,7 @@ from svc.models.records import (
     NewPod,
     PodChanges,
     QueuedEmail,
+    RecoveryAttempt,
     StartSessionRequest,
 )
 from svc.types import PaymentStatus
@@ -825,6 +826,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         await connection.close()
     assert [row["function"] for row in rows] == [
         "qwip_begin_hold(text,uuid,bigint,integer,text)",
+        "qwip_begin_recovery(uuid,integer)",
         "qwip_claim_abandoned_holds(integer)",
         "qwip_claim_access_code_work(uuid,integer)",
         "qwip_claim_backup_code_work(uuid,integer)",
@@ -835,6 +837,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_end_session_with_hold(uuid,integer,integer)",
         "qwip_fail_access_code(uuid)",
         "qwip_fail_access_code_without_backup(uuid)",
+        "qwip_find_unpaid_session(text,text)",
         "qwip_get_backup_code(uuid)",
         "qwip_get_session(uuid,text)",
         "qwip_get_session_with_hold(uuid,text)",
@@ -847,9 +850,11 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_queue_emails(jsonb)",
         "qwip_record_access_code(uuid,text,text)",
         "qwip_record_backup_code(uuid,text,text,jsonb)",
+        "qwip_record_card_fingerprint(uuid,text)",
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_hold(text,text,text,text)",
         "qwip_record_payment(uuid,integer,text,text,text,jsonb,text,text)",
+        "qwip_record_recovery(uuid,integer,text)",
         "qwip_record_reminder(uuid,jsonb)",
         "qwip_record_settlement(uuid,integer,text,text,text,jsonb,text,text,integer,integer)",
         "qwip_retry_access_code_work(uuid,double precision)",
@@ -1021,3 +1026,45 @@ async def test_service_only_still_hands_a_real_function_to_the_service(
         await connection.close()
     # The owner alone (and service_role, where it exists): PUBLIC's grant is gone.
     assert not any(entry.startswith("=") for entry in acl.split(","))
+
+
+# Owed sessions
+
+
+async def test_an_owed_session_is_found_by_its_email_in_any_case_or_by_its_card(
+    db: Database,
+) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    await db.record_card_fingerprint(request.session_id, fingerprint="fp_card")
+    assert await db.find_unpaid_session(email="ADA@example.com", fingerprint=None) is None
+    await db.end_session(request.session_id, max_minutes=180, lease_seconds=60)
+    assert await paid(db, request.session_id, PaymentStatus.FAILED) == "recorded"
+    found = request.session_id
+    assert await db.find_unpaid_session(email="ADA@Example.com", fingerprint=None) == found
+    assert await db.find_unpaid_session(email="bo@example.com", fingerprint="fp_card") == found
+    assert await db.find_unpaid_session(email="bo@example.com", fingerprint="fp_other") is None
+    assert await db.find_unpaid_session(email=None, fingerprint=None) is None
+    # Paid later: owed no more.
+    assert await paid(db, request.session_id, PaymentStatus.SUCCEEDED) == "recorded"
+    assert await db.find_unpaid_session(email="ada@example.com", fingerprint="fp_card") is None
+
+
+async def test_callers_racing_for_the_next_payment_attempt_share_one(db: Database) -> None:
+    pod = await db.insert_pod(POD)
+    request = start_request(pod.id)
+    await db.start_session(request)
+    session_id = request.session_id
+    assert await db.begin_recovery(session_id) == RecoveryAttempt(0, None)
+    assert await db.begin_recovery(uuid4()) is None
+    first = await asyncio.gather(
+        *(db.begin_recovery(session_id, after_attempt=0) for _ in range(5))
+    )
+    assert first == [RecoveryAttempt(1, None)] * 5
+    await db.record_recovery(session_id, attempt=1, payment_intent_id="pi_1")
+    # A late caller's record of an attempt that is not the session's any more changes nothing.
+    await db.record_recovery(session_id, attempt=0, payment_intent_id="pi_0")
+    assert await db.begin_recovery(session_id) == RecoveryAttempt(1, "pi_1")
+    assert await db.begin_recovery(session_id, after_attempt=1) == RecoveryAttempt(2, None)
+    assert await db.begin_recovery(session_id, after_attempt=1) == RecoveryAttempt(2, None)

@@ -49,6 +49,9 @@ PINNED = {
     "0008_booking_wait_within_window.sql": (
         "b11dbd39474920b8900a7de8b540dfa3d9d98c89020b3d2206b49b483b5867bf"
     ),
+    "0009_recovery_payments.sql": (
+        "996a9460f6f1f06c970fe1d878a424ddc11b3c978817001c99eaf2f5a926ac1a"
+    ),
     "0012_backup_codes_and_reminders.sql": (
         "0ccc84e547b0f275279078680cab86e2c44244b75eaee62b04bb1a0de10b37bd"
     ),

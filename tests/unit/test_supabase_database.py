@@ -30,6 +30,7 @@ from svc.models.records import (
     Pod,
     PodChanges,
     QueuedEmail,
+    RecoveryAttempt,
     SessionRecord,
     StartOutcome,
     StartSessionRequest,
@@ -1029,6 +1030,72 @@ async def test_claim_abandoned_holds(connect: Connect) -> None:
     )
 
 
+# Owed sessions
+
+
+async def test_begin_recovery(connect: Connect) -> None:
+    database, fake = await connect(rows(200, {"attempt": 2, "payment_intent_id": None}))
+    found = await database.begin_recovery(SESSION, after_attempt=1)
+    assert found == RecoveryAttempt(attempt=2, payment_intent_id=None)
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_begin_recovery",
+        body={"p_session_id": str(SESSION), "p_after_attempt": 1},
+    )
+
+
+async def test_begin_recovery_of_an_unknown_session_is_none(connect: Connect) -> None:
+    database, fake = await connect(rows(200, None))
+    assert await database.begin_recovery(SESSION) is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_begin_recovery",
+        body={"p_session_id": str(SESSION), "p_after_attempt": None},
+    )
+
+
+async def test_record_recovery(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.record_recovery(SESSION, attempt=2, payment_intent_id="pi_1") is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_recovery",
+        body={"p_session_id": str(SESSION), "p_attempt": 2, "p_payment_intent_id": "pi_1"},
+    )
+
+
+async def test_record_card_fingerprint(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    assert await database.record_card_fingerprint(SESSION, fingerprint="fp_1") is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_card_fingerprint",
+        body={"p_session_id": str(SESSION), "p_fingerprint": "fp_1"},
+    )
+
+
+async def test_find_unpaid_session(connect: Connect) -> None:
+    database, fake = await connect(rows(200, str(SESSION)))
+    assert await database.find_unpaid_session(email="Ada@Example.com", fingerprint="fp_1") == (
+        SESSION
+    )
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_find_unpaid_session",
+        body={"p_email": "Ada@Example.com", "p_fingerprint": "fp_1"},
+    )
+
+
+async def test_find_unpaid_session_when_nothing_is_owed(connect: Connect) -> None:
+    database, _ = await connect(rows(200, None))
+    assert await database.find_unpaid_session(email="ada@example.com", fingerprint=None) is None
+
+
 # E-mail outbox
 
 
@@ -1208,6 +1275,10 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "record_hold": lambda db: db.record_hold("seti_1", payment_intent_id="pi_1", state="held"),
     "claim_abandoned_holds": lambda db: db.claim_abandoned_holds(idle_seconds=900),
+    "begin_recovery": lambda db: db.begin_recovery(SESSION, after_attempt=0),
+    "record_recovery": lambda db: db.record_recovery(SESSION, attempt=1, payment_intent_id="pi_1"),
+    "record_card_fingerprint": lambda db: db.record_card_fingerprint(SESSION, fingerprint="f"),
+    "find_unpaid_session": lambda db: db.find_unpaid_session(email="a@b.co", fingerprint=None),
 }
 
 TROUBLE: dict[str, Reply] = {
