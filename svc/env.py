@@ -1,6 +1,7 @@
 """Settings, read once from the environment and `.env`."""
 
 import ipaddress
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
@@ -10,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from svc.types import AppEnv, SmtpSecurity
+from svc.vat import VatInvoice
 
 GMAIL_SMTP_HOST = "smtp.gmail.com"
 SEAM_DEFAULT_ENDPOINT = "https://connect.getseam.com"
@@ -108,6 +110,11 @@ class Settings(BaseSettings):
     HOLD_ABANDON_MINUTES: float = Field(default=15, gt=0)
     ACCESS_CODE_LENGTH: int = Field(default=6, ge=4, le=10)
     TIMEZONE: str = "Europe/London"
+    # VAT receipts: with all three set, each receipt is a UK simplified VAT invoice.
+    VAT_NUMBER: str | None = None
+    BUSINESS_NAME: str | None = None
+    BUSINESS_ADDRESS: str | None = None
+    VAT_RATE: Decimal = Field(default=Decimal(20), ge=0, le=100)
 
     # Background work: e-mail retries, unsettled charges, overdue sessions.
     BACKGROUND_INTERVAL_SECONDS: float = Field(default=5, gt=0)
@@ -230,6 +237,29 @@ class Settings(BaseSettings):
                     "only the localstripe that local mode starts when no Stripe key is set)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _vat_all_or_nothing(self) -> Self:
+        vat = ("VAT_NUMBER", "BUSINESS_NAME", "BUSINESS_ADDRESS")
+        missing = [name for name in vat if not _is_set(getattr(self, name))]
+        if 0 < len(missing) < len(vat):
+            raise ValueError(
+                "VAT receipts need VAT_NUMBER, BUSINESS_NAME and BUSINESS_ADDRESS together: "
+                f"set {', '.join(missing)} too, or unset the others"
+            )
+        return self
+
+    @property
+    def vat_invoice(self) -> VatInvoice | None:
+        """The supplier's details for VAT receipts, when VAT receipts are on."""
+        if not (self.VAT_NUMBER and self.BUSINESS_NAME and self.BUSINESS_ADDRESS):
+            return None
+        return VatInvoice(
+            business_name=self.BUSINESS_NAME,
+            business_address=self.BUSINESS_ADDRESS,
+            vat_number=self.VAT_NUMBER,
+            rate_percent=self.VAT_RATE,
+        )
 
     @model_validator(mode="after")
     def _production_has_everything(self) -> Self:

@@ -18,6 +18,7 @@ from svc.email_manager.messages import (
     pod_unavailable_email,
     settlement_emails,
 )
+from svc.email_manager.refund_messages import dispute_emails, refund_emails
 from svc.email_manager.schemas import EmailPayload, EmailPayloadInvalid, read, stored
 from svc.email_manager.sender import EmailNotSent, EmailSender, FileSender, Mailer, SmtpSender
 
@@ -37,11 +38,13 @@ __all__ = [
     "code_not_removed_alert",
     "compose",
     "dead_letter_alert",
+    "dispute_emails",
     "hold_declined_email",
     "lock_failed_emails",
     "operator_alert",
     "pod_unavailable_email",
     "read",
+    "refund_emails",
     "render",
     "settlement_emails",
     "stored",

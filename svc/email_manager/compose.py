@@ -38,6 +38,8 @@ def render(payload: EmailPayload, settings: Settings) -> Rendered:
         **dict(payload),
         "timezone": settings.timezone,
         "minimum_charge_pence": settings.MINIMUM_CHARGE_PENCE,
+        # Receipts and refunds are VAT invoices (credit notes) when VAT_NUMBER etc. are set.
+        "vat": settings.vat_invoice,
     }
     # As a module, the text template also gives the variables it sets: the subject.
     text = templating.text.get_template(name).make_module({**context, "layout": "email/layout.txt"})

@@ -115,7 +115,9 @@ def settlement_emails(
                     "captured_pence": captured_pence,
                     "released_pence": released_pence,
                 }
-            receipt = ReceiptEmail.model_validate({**facts, "payment_status": status, **hold})
+            receipt = ReceiptEmail.model_validate(
+                {**facts, "payment_status": status, **hold, "pod_address": session.pod_address}
+            )
             emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
     elif status in (PaymentStatus.FAILED, PaymentStatus.REQUIRES_ACTION):
         if customer:
@@ -209,6 +211,8 @@ _DEAD_LETTER_ADVICE = {
     "booking's amount and that no session started; nothing was charged.",
     "lock_failed": "The customer was not told that their code did not reach the lock; their "
     "session was ended without charge.",
+    "refund": "The customer was not told by e-mail of their refund; the money was refunded "
+    "all the same (Stripe shows it).",
 }
 _OPERATOR_ADVICE = (
     "This message was meant for you: check OPERATOR_EMAIL and the mail settings, and read "
