@@ -11,7 +11,15 @@ import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from svc import booking_limits, email_manager, holds, payments_manager, seam_accessor, turnstile
+from svc import (
+    booking_limits,
+    email_manager,
+    holds,
+    payments_manager,
+    refunds,
+    seam_accessor,
+    turnstile,
+)
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.models.records import Pod, SessionRecord, StartSessionRequest
@@ -438,6 +446,10 @@ async def handle_webhook(
         "payment_intent.canceled",
     ):
         return await reconcile_payment(services, event)
+    if event.type in refunds.REFUND_EVENTS:
+        return await refunds.reconcile_refunds(services, event)
+    if event.type == refunds.DISPUTE_EVENT:
+        return await refunds.record_dispute(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
     return WebhookAck(status="ignored")
 

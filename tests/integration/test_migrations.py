@@ -49,6 +49,9 @@ PINNED = {
     "0008_booking_wait_within_window.sql": (
         "b11dbd39474920b8900a7de8b540dfa3d9d98c89020b3d2206b49b483b5867bf"
     ),
+    "0010_refunds_and_disputes.sql": (
+        "f55f868c97a71decf95478feffb0284058004ab9b13ed50c49500b27741c5f6c"
+    ),
 }
 
 ALL_APPLIED = (
