@@ -25,6 +25,10 @@ _STATES = {
 }
 
 
+# Waiting 0.1 s between them: up to half a minute for an answer still in flight.
+_IN_FLIGHT_ATTEMPTS = 300
+
+
 class RefundRefused(ServiceError):
     """Stripe refused the refund itself (already refunded in the dashboard, say): nothing
     was refunded, and a retry would be refused the same way."""
@@ -62,7 +66,7 @@ async def create_refund(
 ) -> StripeRefund:
     """Refund `amount_pence` of the PaymentIntent. A refusal raises RefundRefused; an
     outage PaymentProviderUnavailable (the reserved refund stays, for the same key again)."""
-    for attempt in range(50):
+    for attempt in range(_IN_FLIGHT_ATTEMPTS):
         try:
             answer = await client.raw_request_async(
                 "post",
@@ -75,12 +79,13 @@ async def create_refund(
                 # refunding twice.
                 idempotency_key=f"qwip-refund-{session_id}-{refund_id}",
             )
-        except stripe.IdempotencyError as error:
-            # 409: another run is sending this very refund right now: wait for its answer.
-            if error.http_status == 409 and attempt < 49:
+        except (stripe.IdempotencyError, stripe.APIError) as error:
+            # 409: a request with this key is still being answered (another run sending
+            # this very refund, or one that died waiting for the answer): wait for it.
+            if error.http_status == 409 and attempt < _IN_FLIGHT_ATTEMPTS - 1:
                 await asyncio.sleep(0.1)
                 continue
-            logger.error("stripe.idempotency_conflict call=refund error=%s", error.user_message)
+            logger.error("stripe.idempotency_conflict call=refund status=%s", error.http_status)
             raise PaymentProviderUnavailable() from error
         except _UNREACHABLE as error:
             logger.warning("stripe.unavailable call=refund error=%s", type(error).__name__)

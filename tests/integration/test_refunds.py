@@ -1,12 +1,17 @@
 """Refunds (the operator's command and Stripe's dashboard) and disputes, against Postgres,
-localstripe (with Stripe's idempotency) and an SMTP server."""
+localstripe (with Stripe's idempotency) and an SMTP server.
+
+The crash test at the end kills a refund command after Stripe made the refund and before
+it was recorded: localstripe's idempotency layer (svc/local/idempotency.py) logs what
+reached it and what it answered again, and its answer hold widens the window to kill in."""
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +26,7 @@ from fastapi import FastAPI
 
 from svc import refunds
 from svc.database_accessor import PostgresDatabase
+from svc.local.idempotency import HOLD_PATH, LOG_PATH
 from svc.main import create_app
 from svc.models.records import NewPod
 from svc.services import Services
@@ -525,3 +531,93 @@ async def test_our_refund_whose_command_died_is_recorded_by_stripes_event_with_i
     )
     assert (done.resumed, done.refunded_pence) == (False, 163)
     assert await refunds_at_stripe(stripe_client, charge) == [100, 163]
+
+
+# A refund command killed inside the refund window
+
+
+@pytest.fixture
+def refunds_held(localstripe_url: str) -> Iterator[None]:
+    """localstripe makes each refund at once, then holds its answer back for 5 s (and
+    answers 409 to the same key meanwhile, as Stripe does while a request is in flight)."""
+    httpx.post(f"{localstripe_url}{HOLD_PATH}", data={"ms": "5000", "path": "^/v1/refunds$"})
+    yield
+    httpx.post(f"{localstripe_url}{HOLD_PATH}", data={"ms": "0"})
+
+
+def refund_requests(localstripe_url: str, session_id: UUID) -> list[dict[str, Any]]:
+    """The refund POSTs that localstripe answered for this session, in order."""
+    log: list[dict[str, Any]] = httpx.get(f"{localstripe_url}{LOG_PATH}").json()
+    return [
+        entry
+        for entry in log
+        if entry["path"] == "/v1/refunds" and entry["metadata"].get("session_id") == str(session_id)
+    ]
+
+
+async def test_a_refund_killed_after_stripe_made_it_is_made_once_when_run_again(
+    stack: Stack,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    mailbox: Mailbox,
+    localstripe_url: str,
+    refunds_held: None,
+) -> None:
+    paid = await paid_session(stack, stripe_client, sql)
+    env = cli_env(stack)
+    command = [sys.executable, "-m", "svc", "sessions", "refund", str(paid.session_id)]
+    first = subprocess.Popen(
+        [*command, "--amount-pence", "100"],
+        cwd=ROOT / "tests",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # Killed once Stripe has made the refund (the stand-in logs its status as soon as
+        # the work is done), while its answer is still on its way back.
+        deadline = time.monotonic() + 30
+        while not any(
+            "status" in entry for entry in refund_requests(localstripe_url, paid.session_id)
+        ):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the refund never reached localstripe"
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.communicate()
+    assert first.returncode == -signal.SIGKILL
+    charge = paid.intents["charge"]
+    assert await refunds_at_stripe(stripe_client, charge) == [100]
+    # Stripe refunded; the service has not recorded it: reserved, not refunded.
+    assert await refund_rows(sql, paid.session_id) == [(charge["id"], 100, "requested", False)]
+    assert await refunded_pence(sql, paid.session_id) == 0
+
+    # Answers go back at once again (the killed command's is still held back a while).
+    httpx.post(f"{localstripe_url}{HOLD_PATH}", data={"ms": "0"})
+    # The operator runs the command again (as the first said, or asked for all of it).
+    again = await asyncio.to_thread(cli, env, "sessions", "refund", str(paid.session_id))
+    assert await refunds_at_stripe(stripe_client, charge) == [100]
+    [made] = (
+        await stripe_client.v1.refunds.list_async(params={"payment_intent": charge["id"]})
+    ).data
+    assert (again.returncode, again.stdout, again.stderr) == (
+        0,
+        f"completed the refund of £1.00 that an earlier run reserved and did not finish "
+        f"(Stripe {made.id}); nothing else was refunded; £1.63 can still be refunded\n",
+        "",
+    )
+    # The same key twice: the second answered from the first, not carried out again (after
+    # 409s while the first one's answer was still held back).
+    sent = refund_requests(localstripe_url, paid.session_id)
+    answered = [(entry["status"], entry["replayed"]) for entry in sent if entry["status"] != 409]
+    assert answered == [(200, False), (200, True)]
+    assert {entry["idempotency_key"] for entry in sent} == {sent[0]["idempotency_key"]}
+    assert sent[0]["idempotency_key"].startswith(f"qwip-refund-{paid.session_id}-")
+    assert await refunds_at_stripe(stripe_client, charge) == [100]
+    assert await refund_rows(sql, paid.session_id) == [(charge["id"], 100, "succeeded", True)]
+    assert await refunded_pence(sql, paid.session_id) == 100
+    [told] = await mailbox.wait_for("refund", to=CUSTOMER)
+    assert told.subject == "Your Qwip refund for pod1: £1.00"
+    await mailbox.wait_for("refund_operator", to=OPERATOR)
