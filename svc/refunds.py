@@ -83,6 +83,8 @@ async def refund_session(
             f"at most {refundable} ({reservation.refundable_pence} pence) can be refunded "
             "for this session; nothing was refunded"
         )
+    if reservation.outcome == "nothing" and money.paid_pence == 0:
+        raise RefundNotPossible("nothing can be refunded for this session: it paid nothing")
     if reservation.outcome == "nothing":
         paid = format_money(money.paid_pence, session.currency)
         raise RefundNotPossible(

@@ -1021,3 +1021,70 @@ async def test_service_only_still_hands_a_real_function_to_the_service(
         await connection.close()
     # The owner alone (and service_role, where it exists): PUBLIC's grant is gone.
     assert not any(entry.startswith("=") for entry in acl.split(","))
+
+
+# Refunds and disputes
+
+
+async def test_refunds_are_reserved_within_what_was_paid_and_recorded_once(
+    db: Database, sql: asyncpg.Connection
+) -> None:
+    from svc.models.refunds import StripeRefund
+
+    session_id = await ended_session(db)
+    assert await paid(db, session_id, PaymentStatus.SUCCEEDED) == "recorded"
+    request = UUID(int=1)
+    too_much = await db.reserve_refund(session_id, request_id=request, amount_pence=264, reason="x")
+    assert (too_much.outcome, too_much.refundable_pence, too_much.parts) == ("too_much", 263, ())
+    reserved = await db.reserve_refund(session_id, request_id=request, amount_pence=200, reason="x")
+    [part] = reserved.parts
+    assert (reserved.outcome, part.payment_intent_id, part.amount_pence, part.request_id) == (
+        "reserved",
+        "pi_1",
+        200,
+        request,
+    )
+    # Reserved and not recorded: the next request is told to finish it first.
+    assert (
+        await db.reserve_refund(session_id, request_id=request, amount_pence=1, reason=None)
+    ).outcome == "unfinished"
+    money = await db.get_session_refunds(session_id)
+    assert money is not None
+    assert (money.paid_pence, money.reserved_pence, money.refunded_pence) == (263, 200, 0)
+    assert [p.id for p in money.unfinished] == [part.id]
+
+    email = QueuedEmail(
+        dedupe_key=f"refund:{request}", kind="refund", recipient="a@b.c", payload={}
+    )
+    assert (
+        await db.record_refund(part.id, stripe_refund_id="re_1", state="succeeded", emails=[email])
+        == "succeeded"
+    )
+    # Stripe's list (our refund, and one made in the dashboard), delivered twice.
+    listed = [
+        StripeRefund(id="re_1", amount_pence=200, state="succeeded", qwip_refund_id=part.id),
+        StripeRefund(id="re_2", amount_pence=50, state="succeeded", qwip_refund_id=None),
+    ]
+    for expected in ("recorded", "duplicate"):
+        outcome = await db.sync_refunds(
+            session_id, payment_intent_id="pi_1", refunds=listed, event_id="evt_r", event_type="x"
+        )
+        assert outcome == expected
+    money = await db.get_session_refunds(session_id)
+    assert money is not None
+    assert (money.reserved_pence, money.refunded_pence, money.refundable_pence) == (250, 250, 13)
+    assert (
+        await db.reserve_refund(session_id, request_id=request, amount_pence=None, reason=None)
+    ).parts[0].amount_pence == 13
+    assert await sql.fetchval("select count(*) from email_outbox where kind = 'refund'") == 1
+
+    for expected in ("recorded", "duplicate"):
+        outcome = await db.record_dispute(
+            session_id, dispute_id="dp_1", event_id="evt_d", event_type="x"
+        )
+        assert outcome == expected
+    assert (
+        await sql.fetchval("select dispute_id from pod_sessions where id = $1", session_id)
+        == "dp_1"
+    )
+    assert await db.get_session_refunds(UUID(int=9)) is None

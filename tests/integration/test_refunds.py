@@ -314,6 +314,12 @@ async def test_an_unknown_or_open_session_is_refused(
     with pytest.raises(refunds.RefundNotPossible) as refused:
         await refunds.refund_session(stack.services, session_id, amount_pence=None, reason=None)
     assert refused.value.message == "the session is still open: it has paid nothing yet"
+    ended = await stack.client.post("/api/end-session", json={"sessionId": str(session_id)})
+    assert ended.json()["payment_status"] == "not_charged"
+    with pytest.raises(refunds.RefundNotPossible) as refused:
+        await refunds.refund_session(stack.services, session_id, amount_pence=None, reason=None)
+    assert refused.value.message == "nothing can be refunded for this session: it paid nothing"
+    assert await refund_rows(sql, session_id) == []
 
 
 async def test_concurrent_refunds_never_refund_more_than_was_paid(
