@@ -544,9 +544,9 @@ async def test_our_refund_whose_command_died_is_recorded_by_stripes_event_with_i
 
 @pytest.fixture
 def refunds_held(localstripe_url: str) -> Iterator[None]:
-    """localstripe makes each refund at once, then holds its answer back for 5 s (and
+    """localstripe makes each refund at once, then holds its answer back for 10 s (and
     answers 409 to the same key meanwhile, as Stripe does while a request is in flight)."""
-    httpx.post(f"{localstripe_url}{HOLD_PATH}", data={"ms": "5000", "path": "^/v1/refunds$"})
+    httpx.post(f"{localstripe_url}{HOLD_PATH}", data={"ms": "10000", "path": "^/v1/refunds$"})
     yield
     httpx.post(f"{localstripe_url}{HOLD_PATH}", data={"ms": "0"})
 
