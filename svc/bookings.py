@@ -11,15 +11,7 @@ import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from svc import (
-    booking_limits,
-    email_manager,
-    holds,
-    payments_manager,
-    refunds,
-    seam_accessor,
-    turnstile,
-)
+from svc import booking_limits, email_manager, holds, payments_manager, seam_accessor, turnstile
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.models.records import Pod, SessionRecord, StartSessionRequest
@@ -30,6 +22,7 @@ from svc.payments_manager import (
     SetupIntentNotFound,
     StripeEvent,
 )
+from svc.refunds import DISPUTE_EVENT, REFUND_EVENTS, reconcile_refunds, record_dispute
 from svc.services import Services
 from svc.sessions import PodNotFound, find_pod, find_session, reconcile_payment
 from svc.types import StartOutcomeKind
@@ -446,10 +439,10 @@ async def handle_webhook(
         "payment_intent.canceled",
     ):
         return await reconcile_payment(services, event)
-    if event.type in refunds.REFUND_EVENTS:
-        return await refunds.reconcile_refunds(services, event)
-    if event.type == refunds.DISPUTE_EVENT:
-        return await refunds.record_dispute(services, event)
+    if event.type in REFUND_EVENTS:
+        return await reconcile_refunds(services, event)
+    if event.type == DISPUTE_EVENT:
+        return await record_dispute(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
     return WebhookAck(status="ignored")
 

@@ -11,7 +11,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from svc.types import AppEnv, SmtpSecurity
-from svc.vat import VatInvoice
 
 GMAIL_SMTP_HOST = "smtp.gmail.com"
 SEAM_DEFAULT_ENDPOINT = "https://connect.getseam.com"
@@ -248,18 +247,6 @@ class Settings(BaseSettings):
                 f"set {', '.join(missing)} too, or unset the others"
             )
         return self
-
-    @property
-    def vat_invoice(self) -> VatInvoice | None:
-        """The supplier's details for VAT receipts, when VAT receipts are on."""
-        if not (self.VAT_NUMBER and self.BUSINESS_NAME and self.BUSINESS_ADDRESS):
-            return None
-        return VatInvoice(
-            business_name=self.BUSINESS_NAME,
-            business_address=self.BUSINESS_ADDRESS,
-            vat_number=self.VAT_NUMBER,
-            rate_percent=self.VAT_RATE,
-        )
 
     @model_validator(mode="after")
     def _production_has_everything(self) -> Self:

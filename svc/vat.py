@@ -2,6 +2,10 @@
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from svc.env import Settings
 
 # Exact far below half a penny for any rate with a few decimals, whatever the process-wide
 # decimal context says.
@@ -35,3 +39,16 @@ class VatInvoice:
     def rate(self) -> str:
         """20, or 17.5: the rate as people write it."""
         return format(self.rate_percent.normalize(), "f")
+
+
+def vat_invoice(settings: "Settings") -> VatInvoice | None:
+    """The supplier's details for VAT receipts, when VAT_NUMBER, BUSINESS_NAME and
+    BUSINESS_ADDRESS are set (the settings refuse one or two of them alone)."""
+    if not (settings.VAT_NUMBER and settings.BUSINESS_NAME and settings.BUSINESS_ADDRESS):
+        return None
+    return VatInvoice(
+        business_name=settings.BUSINESS_NAME,
+        business_address=settings.BUSINESS_ADDRESS,
+        vat_number=settings.VAT_NUMBER,
+        rate_percent=settings.VAT_RATE,
+    )

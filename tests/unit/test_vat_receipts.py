@@ -11,7 +11,7 @@ from svc import email_manager
 from svc.env import Settings
 from svc.models.records import QueuedEmail
 from svc.types import PaymentStatus
-from svc.vat import vat_included_pence
+from svc.vat import vat_included_pence, vat_invoice
 from tests.unit.test_email_manager import SESSION_ID, build_message, outbox, session
 
 VAT = {
@@ -57,7 +57,7 @@ def test_vat_arithmetic_ignores_the_process_decimal_context() -> None:
 
 def test_vat_settings_default_to_20_percent_and_off(settings: Settings) -> None:
     assert settings.VAT_RATE == Decimal(20)
-    assert settings.vat_invoice is None
+    assert vat_invoice(settings) is None
 
 
 @pytest.mark.parametrize("missing", sorted(VAT))
