@@ -1,4 +1,5 @@
-"""The operator's command line: ``python -m svc pods add|list|update`` and ``db init``.
+"""The operator's command line: ``python -m svc pods add|list|update``, ``sessions refund``
+and ``db init``.
 
 It reads the same settings as the service, so ``DATABASE_URL=... python -m svc pods list``
 works against any database, and with nothing set it uses local mode's embedded Postgres.
@@ -10,13 +11,17 @@ import re
 import sys
 from contextlib import AsyncExitStack
 from decimal import Decimal, InvalidOperation
+from uuid import UUID
 
-from svc import runtime
+from svc import refunds, runtime
 from svc.database_accessor import Database, apply_migrations
 from svc.env import ConfigurationError, load_settings
 from svc.errors import ServiceError
 from svc.local import LocalServiceError
 from svc.models.records import NewPod, Pod, PodChanges
+from svc.services import Services
+from svc.sessions import find_session
+from svc.utils import format_money
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAX_PRICE = Decimal("99999999.9999")
@@ -58,6 +63,21 @@ def currency(value: str) -> str:
     return code
 
 
+def session_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a session id (a UUID)") from None
+
+
+def positive_pence(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,9}", value.strip()) or int(value) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an amount in pence: a whole number above 0 (263 for £2.63)"
+        )
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m svc", description=__doc__)
     groups = parser.add_subparsers(dest="group", required=True)
@@ -81,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     lock = update.add_mutually_exclusive_group()
     lock.add_argument("--seam-device-id")
     lock.add_argument("--no-seam-device", action="store_true", help="forget the pod's smart lock")
+
+    sessions = groups.add_parser("sessions", help="sessions: refunds")
+    session_commands = sessions.add_subparsers(dest="command", required=True)
+    refund = session_commands.add_parser(
+        "refund", help="refund what a session paid (all of it unless --amount-pence)"
+    )
+    refund.add_argument("session_id", type=session_id)
+    refund.add_argument("--amount-pence", type=positive_pence, default=None)
+    refund.add_argument("--reason", default=None, help="for the operator's records and e-mail")
 
     db = groups.add_parser("db", help="the database schema")
     db_commands = db.add_subparsers(dest="command", required=True)
@@ -108,8 +137,27 @@ async def run(args: argparse.Namespace) -> str:
             if not applied:
                 return f"nothing to apply: every migration is recorded on {description}"
             return f"applied {', '.join(applied)} to {description}"
+        if args.group == "sessions":
+            services, _ = await runtime.open_services(settings, stack)
+            return await run_refund(services, args)
         db, _ = await runtime.open_database(settings, stack)
         return await run_pod_command(db, args, default_currency=settings.CURRENCY)
+
+
+async def run_refund(services: Services, args: argparse.Namespace) -> str:
+    session = await find_session(services.db, args.session_id)
+    done = await refunds.refund_session(
+        services, args.session_id, amount_pence=args.amount_pence, reason=args.reason
+    )
+    amount = format_money(done.refunded_pence, session.currency)
+    ids = ", ".join(done.stripe_refund_ids) or "none"
+    left = format_money(done.refundable_pence, session.currency)
+    if done.resumed:
+        return (
+            f"completed the refund of {amount} that an earlier run reserved and did not finish "
+            f"(Stripe {ids}); nothing else was refunded; {left} can still be refunded"
+        )
+    return f"refunded {amount} (Stripe {ids}); {left} can still be refunded"
 
 
 async def run_pod_command(db: Database, args: argparse.Namespace, *, default_currency: str) -> str:

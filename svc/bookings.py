@@ -30,6 +30,7 @@ from svc.payments_manager import (
     SetupIntentNotFound,
     StripeEvent,
 )
+from svc.refunds import DISPUTE_EVENT, REFUND_EVENTS, reconcile_refunds, record_dispute
 from svc.services import Services
 from svc.sessions import PodNotFound, find_pod, find_session, reconcile_payment
 from svc.types import StartOutcomeKind
@@ -473,6 +474,10 @@ async def handle_webhook(
             # A pay-page payment of an owed session, not a session's own charge.
             return await recovery.handle_event(services, event)
         return await reconcile_payment(services, event)
+    if event.type in REFUND_EVENTS:
+        return await reconcile_refunds(services, event)
+    if event.type == DISPUTE_EVENT:
+        return await record_dispute(services, event)
     logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
     return WebhookAck(status="ignored")
 

@@ -1,6 +1,7 @@
 """Settings, read once from the environment and `.env`."""
 
 import ipaddress
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
@@ -112,6 +113,11 @@ class Settings(BaseSettings):
     HOLD_ABANDON_MINUTES: float = Field(default=15, gt=0)
     ACCESS_CODE_LENGTH: int = Field(default=6, ge=4, le=10)
     TIMEZONE: str = "Europe/London"
+    # VAT receipts: with all three set, each receipt is a UK simplified VAT invoice.
+    VAT_NUMBER: str | None = None
+    BUSINESS_NAME: str | None = None
+    BUSINESS_ADDRESS: str | None = None
+    VAT_RATE: Decimal = Field(default=Decimal(20), ge=0, le=100)
 
     # Background work: e-mail retries, unsettled charges, overdue sessions.
     BACKGROUND_INTERVAL_SECONDS: float = Field(default=5, gt=0)
@@ -233,6 +239,17 @@ class Settings(BaseSettings):
                     f"{', '.join(missing)} (the built-in local keys and webhook secret serve "
                     "only the localstripe that local mode starts when no Stripe key is set)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _vat_all_or_nothing(self) -> Self:
+        vat = ("VAT_NUMBER", "BUSINESS_NAME", "BUSINESS_ADDRESS")
+        missing = [name for name in vat if not _is_set(getattr(self, name))]
+        if 0 < len(missing) < len(vat):
+            raise ValueError(
+                "VAT receipts need VAT_NUMBER, BUSINESS_NAME and BUSINESS_ADDRESS together: "
+                f"set {', '.join(missing)} too, or unset the others"
+            )
         return self
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from svc.email_manager.messages import (
     reminder_email,
     settlement_emails,
 )
+from svc.email_manager.refund_messages import dispute_emails, refund_emails
 from svc.email_manager.schemas import EmailPayload, EmailPayloadInvalid, read, stored
 from svc.email_manager.sender import EmailNotSent, EmailSender, FileSender, Mailer, SmtpSender
 
@@ -42,11 +43,13 @@ __all__ = [
     "compose",
     "dead_letter_alert",
     "debt_outstanding_email",
+    "dispute_emails",
     "hold_declined_email",
     "lock_failed_emails",
     "operator_alert",
     "pod_unavailable_email",
     "read",
+    "refund_emails",
     "reminder_email",
     "render",
     "settlement_emails",

@@ -13,6 +13,7 @@ from svc import templating
 from svc.email_manager.schemas import EmailPayload, read
 from svc.env import Settings
 from svc.models.records import OutboxEmail
+from svc.vat import vat_invoice
 
 # UTF-8 bodies as quoted-printable: an .eml in the local outbox stays readable as text.
 _UTF8_READABLE = Charset("utf-8")
@@ -38,6 +39,8 @@ def render(payload: EmailPayload, settings: Settings) -> Rendered:
         **dict(payload),
         "timezone": settings.timezone,
         "minimum_charge_pence": settings.MINIMUM_CHARGE_PENCE,
+        # Receipts and refunds are VAT invoices (credit notes) when VAT_NUMBER etc. are set.
+        "vat": vat_invoice(settings),
     }
     # As a module, the text template also gives the variables it sets: the subject.
     text = templating.text.get_template(name).make_module({**context, "layout": "email/layout.txt"})

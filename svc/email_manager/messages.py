@@ -152,6 +152,7 @@ def settlement_emails(
                     **hold,
                     "ended_at_limit": at_limit or None,
                     **later,
+                    "pod_address": session.pod_address,
                 }
             )
             emails.append(queued(receipt, dedupe_key=f"receipt:{session.id}", recipient=customer))
@@ -296,6 +297,8 @@ _DEAD_LETTER_ADVICE = {
     "lock did not take, and may not be able to get in: reach them through their Stripe "
     "Customer.",
     "reminder": "The customer was not reminded that their session would end at the limit.",
+    "refund": "The customer was not told by e-mail of their refund; the money was refunded "
+    "all the same (Stripe shows it).",
 }
 _OPERATOR_ADVICE = (
     "This message was meant for you: check OPERATOR_EMAIL and the mail settings, and read "

@@ -112,6 +112,8 @@ class ReceiptEmail(_SessionFacts):
     ended_at_limit: bool | None = None
     # Paid on the pay page after the charge to the saved card failed.
     paid_later_pence: int | None = None
+    # For the VAT invoice's description (receipts queued before it have none).
+    pod_address: str | None = None
 
 
 class PaymentFailedEmail(_SessionFacts):
@@ -126,6 +128,49 @@ class PaymentFailedOperatorEmail(_SessionFacts):
     error: str
     customer_email: str
     stripe_customer_id: str | None = None
+
+
+class RefundEmail(_Payload):
+    """Money given back to the customer: by the operator's command or in Stripe."""
+
+    kind: Literal["refund"] = "refund"
+    session_id: UUID
+    pod_name: str
+    pod_address: str | None = None
+    end_time: IsoDatetime
+    refunded_pence: int
+    paid_pence: int
+    currency: str
+
+
+class RefundOperatorEmail(RefundEmail):
+    kind: Literal["refund_operator"] = "refund_operator"  # type: ignore[assignment]
+    customer_email: str
+    refunded_before_pence: int
+    reason: str | None = None
+    made_in_dashboard: bool = False
+    stripe_refund_ids: list[str] = []
+
+
+class DisputeOperatorEmail(_Payload):
+    """A chargeback: the facts Stripe asks for as evidence, for the operator to answer."""
+
+    kind: Literal["dispute_operator"] = "dispute_operator"
+    session_id: UUID
+    dispute_id: str
+    dispute_reason: str
+    disputed_pence: int
+    evidence_due_by: IsoDatetime | None = None
+    customer_email: str
+    pod_name: str
+    pod_address: str
+    start_time: IsoDatetime
+    end_time: IsoDatetime | None = None
+    cost_pence: int | None = None
+    currency: str
+    access_code_emailed_at: IsoDatetime | None = None
+    access_code_status: str | None = None
+    seam_device_id: str | None = None
 
 
 class OperatorAlertEmail(_Payload):
@@ -145,6 +190,9 @@ EmailPayload = Annotated[
     | ReceiptEmail
     | PaymentFailedEmail
     | PaymentFailedOperatorEmail
+    | RefundEmail
+    | RefundOperatorEmail
+    | DisputeOperatorEmail
     | OperatorAlertEmail,
     Field(discriminator="kind"),
 ]

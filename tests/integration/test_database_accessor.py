@@ -851,17 +851,24 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_record_access_code(uuid,text,text)",
         "qwip_record_backup_code(uuid,text,text,jsonb)",
         "qwip_record_card_fingerprint(uuid,text)",
+        "qwip_record_dispute(uuid,text,text,text,jsonb)",
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_hold(text,text,text,text)",
         "qwip_record_payment(uuid,integer,text,text,text,jsonb,text,text)",
         "qwip_record_recovery(uuid,integer,text)",
+        "qwip_record_refund(bigint,text,text,jsonb)",
         "qwip_record_reminder(uuid,jsonb)",
         "qwip_record_settlement(uuid,integer,text,text,text,jsonb,text,text,integer,integer)",
+        "qwip_recount_refunds(uuid)",
+        "qwip_refundable_parts(pod_sessions)",
+        "qwip_reserve_refund(uuid,uuid,integer,text)",
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_service_only(text[])",
+        "qwip_session_refunds(uuid)",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,jsonb)",
         "qwip_start_session_once(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,"
         "jsonb)",
+        "qwip_sync_refunds(uuid,text,jsonb,text,text,jsonb)",
         "qwip_take_booking_slot(jsonb,integer)",
         "qwip_update_access_code_status(uuid,text,text)",
     ]
@@ -1068,3 +1075,70 @@ async def test_callers_racing_for_the_next_payment_attempt_share_one(db: Databas
     assert await db.begin_recovery(session_id) == RecoveryAttempt(1, "pi_1")
     assert await db.begin_recovery(session_id, after_attempt=1) == RecoveryAttempt(2, None)
     assert await db.begin_recovery(session_id, after_attempt=1) == RecoveryAttempt(2, None)
+
+
+# Refunds and disputes
+
+
+async def test_refunds_are_reserved_within_what_was_paid_and_recorded_once(
+    db: Database, sql: asyncpg.Connection
+) -> None:
+    from svc.models.refunds import StripeRefund
+
+    session_id = await ended_session(db)
+    assert await paid(db, session_id, PaymentStatus.SUCCEEDED) == "recorded"
+    request = UUID(int=1)
+    too_much = await db.reserve_refund(session_id, request_id=request, amount_pence=264, reason="x")
+    assert (too_much.outcome, too_much.refundable_pence, too_much.parts) == ("too_much", 263, ())
+    reserved = await db.reserve_refund(session_id, request_id=request, amount_pence=200, reason="x")
+    [part] = reserved.parts
+    assert (reserved.outcome, part.payment_intent_id, part.amount_pence, part.request_id) == (
+        "reserved",
+        "pi_1",
+        200,
+        request,
+    )
+    # Reserved and not recorded: the next request is told to finish it first.
+    assert (
+        await db.reserve_refund(session_id, request_id=request, amount_pence=1, reason=None)
+    ).outcome == "unfinished"
+    money = await db.get_session_refunds(session_id)
+    assert money is not None
+    assert (money.paid_pence, money.reserved_pence, money.refunded_pence) == (263, 200, 0)
+    assert [p.id for p in money.unfinished] == [part.id]
+
+    email = QueuedEmail(
+        dedupe_key=f"refund:{request}", kind="refund", recipient="a@b.c", payload={}
+    )
+    assert (
+        await db.record_refund(part.id, stripe_refund_id="re_1", state="succeeded", emails=[email])
+        == "succeeded"
+    )
+    # Stripe's list (our refund, and one made in the dashboard), delivered twice.
+    listed = [
+        StripeRefund(id="re_1", amount_pence=200, state="succeeded", qwip_refund_id=part.id),
+        StripeRefund(id="re_2", amount_pence=50, state="succeeded", qwip_refund_id=None),
+    ]
+    for expected in ("recorded", "duplicate"):
+        outcome = await db.sync_refunds(
+            session_id, payment_intent_id="pi_1", refunds=listed, event_id="evt_r", event_type="x"
+        )
+        assert outcome == expected
+    money = await db.get_session_refunds(session_id)
+    assert money is not None
+    assert (money.reserved_pence, money.refunded_pence, money.refundable_pence) == (250, 250, 13)
+    assert (
+        await db.reserve_refund(session_id, request_id=request, amount_pence=None, reason=None)
+    ).parts[0].amount_pence == 13
+    assert await sql.fetchval("select count(*) from email_outbox where kind = 'refund'") == 1
+
+    for expected in ("recorded", "duplicate"):
+        outcome = await db.record_dispute(
+            session_id, dispute_id="dp_1", event_id="evt_d", event_type="x"
+        )
+        assert outcome == expected
+    assert (
+        await sql.fetchval("select dispute_id from pod_sessions where id = $1", session_id)
+        == "dp_1"
+    )
+    assert await db.get_session_refunds(UUID(int=9)) is None

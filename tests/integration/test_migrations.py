@@ -52,6 +52,9 @@ PINNED = {
     "0009_recovery_payments.sql": (
         "996a9460f6f1f06c970fe1d878a424ddc11b3c978817001c99eaf2f5a926ac1a"
     ),
+    "0010_refunds_and_disputes.sql": (
+        "f55f868c97a71decf95478feffb0284058004ab9b13ed50c49500b27741c5f6c"
+    ),
     "0012_backup_codes_and_reminders.sql": (
         "0ccc84e547b0f275279078680cab86e2c44244b75eaee62b04bb1a0de10b37bd"
     ),

@@ -393,6 +393,8 @@ def test_queued_payloads_keep_the_json_of_earlier_releases() -> None:
         "cost_pence": 263,
         "currency": "gbp",
         "payment_status": "succeeded",
+        # Added for the VAT invoice's description; rows without it still render.
+        "pod_address": "1 Demo Street, London",
     }
     assert access_code().payload == {
         "access_code": "042917",

@@ -1096,6 +1096,141 @@ async def test_find_unpaid_session_when_nothing_is_owed(connect: Connect) -> Non
     assert await database.find_unpaid_session(email="ada@example.com", fingerprint=None) is None
 
 
+# Refunds and disputes
+
+
+async def test_get_session_refunds(connect: Connect) -> None:
+    money = {
+        "paid_pence": 263,
+        "reserved_pence": 100,
+        "refunded_pence": 100,
+        "disputed_at": None,
+        "unfinished": [
+            {
+                "id": 4,
+                "request_id": str(SESSION),
+                "payment_intent_id": "pi_1",
+                "amount_pence": 50,
+                "reason": None,
+            }
+        ],
+        "access_code_emailed_at": "2026-11-26T15:05:02.5+00:00",
+    }
+    database, fake = await connect(rows(200, money))
+    found = await database.get_session_refunds(SESSION)
+    assert found is not None
+    assert (found.paid_pence, found.refundable_pence, found.unfinished[0].id) == (263, 163, 4)
+    assert found.access_code_emailed_at == datetime(2026, 11, 26, 15, 5, 2, 500000, tzinfo=UTC)
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_session_refunds",
+        body={"p_session_id": str(SESSION)},
+    )
+
+
+async def test_get_session_refunds_of_an_unknown_session(connect: Connect) -> None:
+    database, _ = await connect(json_null())
+    assert await database.get_session_refunds(SESSION) is None
+
+
+async def test_reserve_refund(connect: Connect) -> None:
+    part = {
+        "id": 4,
+        "request_id": str(SESSION),
+        "payment_intent_id": "pi_1",
+        "amount_pence": 100,
+        "reason": "dirty",
+    }
+    database, fake = await connect(
+        rows(200, {"outcome": "reserved", "refundable_pence": 263, "parts": [part]})
+    )
+    reserved = await database.reserve_refund(
+        SESSION, request_id=SESSION, amount_pence=100, reason="dirty"
+    )
+    assert (reserved.outcome, reserved.parts[0].payment_intent_id) == ("reserved", "pi_1")
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_reserve_refund",
+        body={
+            "p_session_id": str(SESSION),
+            "p_request_id": str(SESSION),
+            "p_amount_pence": 100,
+            "p_reason": "dirty",
+        },
+    )
+
+
+async def test_record_refund(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "succeeded"))
+    state = await database.record_refund(
+        4, stripe_refund_id="re_1", state="succeeded", emails=[EMAIL]
+    )
+    assert state == "succeeded"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_refund",
+        body={
+            "p_refund_id": 4,
+            "p_stripe_refund_id": "re_1",
+            "p_state": "succeeded",
+            "p_emails": [EMAIL.as_json()],
+        },
+    )
+
+
+async def test_sync_refunds(connect: Connect) -> None:
+    from svc.models.refunds import StripeRefund
+
+    database, fake = await connect(rows(200, "recorded"))
+    refund = StripeRefund(id="re_1", amount_pence=100, state="succeeded", qwip_refund_id=None)
+    outcome = await database.sync_refunds(
+        SESSION,
+        payment_intent_id="pi_1",
+        refunds=[refund],
+        event_id="evt_1",
+        event_type="charge.refunded",
+    )
+    assert outcome == "recorded"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_sync_refunds",
+        body={
+            "p_session_id": str(SESSION),
+            "p_payment_intent_id": "pi_1",
+            "p_refunds": [
+                {"id": "re_1", "amount": 100, "state": "succeeded", "qwip_refund_id": None}
+            ],
+            "p_event_id": "evt_1",
+            "p_event_type": "charge.refunded",
+            "p_emails": [],
+        },
+    )
+
+
+async def test_record_dispute(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "recorded"))
+    outcome = await database.record_dispute(
+        SESSION, dispute_id="dp_1", event_id="evt_1", event_type="charge.dispute.created"
+    )
+    assert outcome == "recorded"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_dispute",
+        body={
+            "p_session_id": str(SESSION),
+            "p_dispute_id": "dp_1",
+            "p_event_id": "evt_1",
+            "p_event_type": "charge.dispute.created",
+            "p_emails": [],
+        },
+    )
+
+
 # E-mail outbox
 
 
@@ -1279,6 +1414,17 @@ OPERATIONS: dict[str, Operation] = {
     "record_recovery": lambda db: db.record_recovery(SESSION, attempt=1, payment_intent_id="pi_1"),
     "record_card_fingerprint": lambda db: db.record_card_fingerprint(SESSION, fingerprint="f"),
     "find_unpaid_session": lambda db: db.find_unpaid_session(email="a@b.co", fingerprint=None),
+    "get_session_refunds": lambda db: db.get_session_refunds(SESSION),
+    "reserve_refund": lambda db: db.reserve_refund(
+        SESSION, request_id=SESSION, amount_pence=None, reason=None
+    ),
+    "record_refund": lambda db: db.record_refund(1, stripe_refund_id="re_1", state="succeeded"),
+    "sync_refunds": lambda db: db.sync_refunds(
+        SESSION, payment_intent_id="pi_1", refunds=[], event_id="evt_1", event_type="x"
+    ),
+    "record_dispute": lambda db: db.record_dispute(
+        SESSION, dispute_id="dp_1", event_id="evt_1", event_type="x"
+    ),
 }
 
 TROUBLE: dict[str, Reply] = {
