@@ -49,6 +49,9 @@ PINNED = {
     "0008_booking_wait_within_window.sql": (
         "b11dbd39474920b8900a7de8b540dfa3d9d98c89020b3d2206b49b483b5867bf"
     ),
+    "0013_operator_console.sql": (
+        "0a07c7aee601e0059572cce6032c8e77a2aecedb892a8d8604a7508d9ae1d815"
+    ),
 }
 
 ALL_APPLIED = (
