@@ -1,4 +1,5 @@
-"""The operator's command line: ``python -m svc pods add|list|update`` and ``db init``.
+"""The operator's command line: ``python -m svc pods add|list|update``, ``db init``, and
+``sessions list|show|end`` and ``admin hash-password`` (in `svc.operator_cli`).
 
 It reads the same settings as the service, so ``DATABASE_URL=... python -m svc pods list``
 works against any database, and with nothing set it uses local mode's embedded Postgres.
@@ -10,8 +11,9 @@ import re
 import sys
 from contextlib import AsyncExitStack
 from decimal import Decimal, InvalidOperation
+from typing import NoReturn
 
-from svc import runtime
+from svc import operator_cli, runtime
 from svc.database_accessor import Database, apply_migrations
 from svc.env import ConfigurationError, load_settings
 from svc.errors import ServiceError
@@ -24,6 +26,12 @@ _MAX_PRICE = Decimal("99999999.9999")
 
 class UsageError(Exception):
     """Bad input from the operator: one line saying what is wrong."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not argparse's usage and error: `--help` shows the usage."""
+        self.exit(2, f"error: {message}\n")
 
 
 def pod_name(value: str) -> str:
@@ -59,8 +67,8 @@ def currency(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m svc", description=__doc__)
-    groups = parser.add_subparsers(dest="group", required=True)
+    parser = Parser(prog="python -m svc", description=__doc__)
+    groups = parser.add_subparsers(dest="group", required=True, parser_class=Parser)
 
     pods = groups.add_parser("pods", help="list, add and change pods")
     pod_commands = pods.add_subparsers(dest="command", required=True)
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser(
         "init", help="apply the migrations not yet recorded in supabase_migrations"
     )
+    operator_cli.add_commands(groups)
     return parser
 
 
@@ -100,8 +109,12 @@ def describe(pod: Pod) -> str:
 
 
 async def run(args: argparse.Namespace) -> str:
+    if args.group == "admin":
+        return operator_cli.hash_password_command()
     settings = load_settings()
     async with AsyncExitStack() as stack:
+        if args.group in operator_cli.GROUPS:
+            return await operator_cli.run(args, settings, stack)
         if (args.group, args.command) == ("db", "init"):
             dsn, description = await runtime.database_url(settings, stack)
             applied = await apply_migrations(dsn)
@@ -146,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(asyncio.run(run(args)))
-    except (UsageError, ServiceError, ConfigurationError, LocalServiceError) as error:
+    except (
+        UsageError,
+        operator_cli.UsageError,
+        ServiceError,
+        ConfigurationError,
+        LocalServiceError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
