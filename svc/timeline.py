@@ -149,7 +149,10 @@ def _email(email: SessionEmail) -> TimelineEvent:
             "email",
             f"e-mail given up: {name} to {email.recipient} ({email.last_error})",
         )
-    tried = f", {email.attempts} attempts: {email.last_error}" if email.attempts else ""
+    tried = ""
+    if email.last_error is not None:
+        attempts = f"{email.attempts} attempt{'' if email.attempts == 1 else 's'}"
+        tried = f", {attempts}: {email.last_error}"
     return TimelineEvent(
         email.queued_at, "email", f"e-mail waiting: {name} to {email.recipient}{tried}"
     )

@@ -126,6 +126,8 @@ def test_an_open_session_says_how_long_so_far_and_what_the_lock_and_mail_are_wai
         ),
         [
             sent("access_code", 0, sent_at=None, attempts=2, last_error="SMTP down"),
+            # Being sent right now: claimed, not failed.
+            sent("operator_alert", 0.5, sent_at=None, attempts=1, last_error=None),
         ],
     )
     assert lines(story) == [
@@ -134,6 +136,11 @@ def test_an_open_session_says_how_long_so_far_and_what_the_lock_and_mail_are_wai
             START,
             "email",
             "e-mail waiting: access code to ada@example.com, 2 attempts: SMTP down",
+        ),
+        (
+            START + timedelta(seconds=30),
+            "email",
+            "e-mail waiting: operator alert to ada@example.com",
         ),
         (None, "code_on_lock", "code not on the lock yet (setting)"),
         (None, "open", "open for 11 min 00 s so far"),
