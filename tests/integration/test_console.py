@@ -162,6 +162,20 @@ async def test_a_wrong_password_is_refused_and_repeated_failures_are_limited_eve
             await signed_in(elsewhere)
 
 
+async def test_signing_in_makes_a_new_cookie_so_a_token_taken_before_is_worthless(
+    console_app: FastAPI, pod1: int, stripe_client: stripe.StripeClient
+) -> None:
+    async with running(console_app) as http:
+        session_id = await book(http, stripe_client)
+        before = csrf_in((await http.get("/admin/sign-in")).text)
+        await signed_in(http)
+        end = f"/admin/sessions/{session_id}/end"
+        assert (await http.post(end, data={"csrf_token": before})).status_code == 403
+        after = csrf_in((await http.get(f"/admin/sessions/{session_id}")).text)
+        assert after != before
+        assert (await http.post(end, data={"csrf_token": after})).status_code == 303
+
+
 async def test_a_successful_sign_in_forgets_the_failures_before_it(console_app: FastAPI) -> None:
     async with running(console_app) as http:
         for _ in range(SIGN_IN_ATTEMPTS - 1):
