@@ -290,3 +290,27 @@ async def test_local_mode_prints_a_one_time_password_that_signs_in(
             assert (response.status_code, response.headers["location"]) == (303, "/admin")
     # Each start has its own.
     assert create_app(make_settings()).state.console.one_time_password != match[1]
+
+
+async def test_a_charge_under_way_elsewhere_is_not_waived(
+    console_app: FastAPI,
+    pod1: int,
+    stripe_client: stripe.StripeClient,
+    db: PostgresDatabase,
+) -> None:
+    async with running(console_app) as http:
+        session_id = await book(http, stripe_client)
+        # Another request ended it and holds its charge lease: it is charging right now.
+        ended = await db.end_session(session_id, max_minutes=180, lease_seconds=120)
+        assert ended is not None and ended.charge_claimed
+        await signed_in(http)
+        page = f"/admin/sessions/{session_id}"
+        token = csrf_in((await http.get(page)).text)
+        refused = await http.post(f"{page}/end-without-charge", data={"csrf_token": token})
+        assert refused.status_code == 409
+        assert "This session&#39;s charge is under way right now: it cannot be waived." in (
+            refused.text
+        )
+    details = await db.get_session_details(session_id)
+    assert details is not None
+    assert (details.session.cost_pence, details.no_charge_reason) == (None, None)
