@@ -1,5 +1,6 @@
-"""The operator's command line: ``python -m svc pods add|list|update``, ``sessions refund``
-and ``db init``.
+"""The operator's command line: ``python -m svc pods add|list|update``, ``db init``,
+``sessions refund``, and ``sessions list|show|end`` and ``admin hash-password`` (in
+`svc.operator_cli`).
 
 It reads the same settings as the service, so ``DATABASE_URL=... python -m svc pods list``
 works against any database, and with nothing set it uses local mode's embedded Postgres.
@@ -11,9 +12,9 @@ import re
 import sys
 from contextlib import AsyncExitStack
 from decimal import Decimal, InvalidOperation
-from uuid import UUID
+from typing import NoReturn
 
-from svc import refunds, runtime
+from svc import operator_cli, refunds, runtime
 from svc.database_accessor import Database, apply_migrations
 from svc.env import ConfigurationError, load_settings
 from svc.errors import ServiceError
@@ -29,6 +30,12 @@ _MAX_PRICE = Decimal("99999999.9999")
 
 class UsageError(Exception):
     """Bad input from the operator: one line saying what is wrong."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not argparse's usage and error: `--help` shows the usage."""
+        self.exit(2, f"error: {message}\n")
 
 
 def pod_name(value: str) -> str:
@@ -63,13 +70,6 @@ def currency(value: str) -> str:
     return code
 
 
-def session_id(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a session id (a UUID)") from None
-
-
 def positive_pence(value: str) -> int:
     if not re.fullmatch(r"[0-9]{1,9}", value.strip()) or int(value) <= 0:
         raise argparse.ArgumentTypeError(
@@ -79,8 +79,8 @@ def positive_pence(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m svc", description=__doc__)
-    groups = parser.add_subparsers(dest="group", required=True)
+    parser = Parser(prog="python -m svc", description=__doc__)
+    groups = parser.add_subparsers(dest="group", required=True, parser_class=Parser)
 
     pods = groups.add_parser("pods", help="list, add and change pods")
     pod_commands = pods.add_subparsers(dest="command", required=True)
@@ -102,12 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     lock.add_argument("--seam-device-id")
     lock.add_argument("--no-seam-device", action="store_true", help="forget the pod's smart lock")
 
-    sessions = groups.add_parser("sessions", help="sessions: refunds")
-    session_commands = sessions.add_subparsers(dest="command", required=True)
+    session_commands = operator_cli.add_commands(groups)
     refund = session_commands.add_parser(
         "refund", help="refund what a session paid (all of it unless --amount-pence)"
     )
-    refund.add_argument("session_id", type=session_id)
+    refund.add_argument("session_id", type=operator_cli.session_id)
     refund.add_argument("--amount-pence", type=positive_pence, default=None)
     refund.add_argument("--reason", default=None, help="for the operator's records and e-mail")
 
@@ -129,17 +128,21 @@ def describe(pod: Pod) -> str:
 
 
 async def run(args: argparse.Namespace) -> str:
+    if args.group == "admin":
+        return operator_cli.hash_password_command()
     settings = load_settings()
     async with AsyncExitStack() as stack:
+        if (args.group, args.command) == ("sessions", "refund"):
+            services, _ = await runtime.open_services(settings, stack)
+            return await run_refund(services, args)
+        if args.group in operator_cli.GROUPS:
+            return await operator_cli.run(args, settings, stack)
         if (args.group, args.command) == ("db", "init"):
             dsn, description = await runtime.database_url(settings, stack)
             applied = await apply_migrations(dsn)
             if not applied:
                 return f"nothing to apply: every migration is recorded on {description}"
             return f"applied {', '.join(applied)} to {description}"
-        if args.group == "sessions":
-            services, _ = await runtime.open_services(settings, stack)
-            return await run_refund(services, args)
         db, _ = await runtime.open_database(settings, stack)
         return await run_pod_command(db, args, default_currency=settings.CURRENCY)
 
@@ -194,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(asyncio.run(run(args)))
-    except (UsageError, ServiceError, ConfigurationError, LocalServiceError) as error:
+    except (
+        UsageError,
+        operator_cli.UsageError,
+        ServiceError,
+        ConfigurationError,
+        LocalServiceError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

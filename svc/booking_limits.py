@@ -70,7 +70,7 @@ def client_ip(peer: str | None, forwarded_for: list[str], *, forwarded_allow_ips
     return host
 
 
-def _ip_key(host: str) -> str:
+def ip_key(host: str) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -94,7 +94,7 @@ async def take_booking_slot(
     """Count one card setup against the client's address and the e-mail, or raise
     TooManyBookings (with the seconds until a slot frees) when either is at its limit.
     (Without an e-mail, which only the seed's GET of local mode allows, the address alone.)"""
-    limits = {_ip_key(ip): settings.BOOKING_RATE_LIMIT_PER_IP}
+    limits = {ip_key(ip): settings.BOOKING_RATE_LIMIT_PER_IP}
     if email is not None:
         limits[_email_key(email)] = settings.BOOKING_RATE_LIMIT_PER_EMAIL
     wait = await db.take_booking_slot(

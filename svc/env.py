@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     TURNSTILE_SECRET_KEY: SecretStr | None = None
     TURNSTILE_VERIFY_URL: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
 
+    # The operator's console at /admin: off without this argon2 hash of its password
+    # (`python -m svc admin hash-password`), except in local mode (a one-time password).
+    ADMIN_PASSWORD_HASH: SecretStr | None = None
+
     # Business rules
     CURRENCY: str = "gbp"
     MINIMUM_CHARGE_PENCE: int = Field(default=30, ge=0)
@@ -165,6 +169,16 @@ class Settings(BaseSettings):
     def _seam_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("seam_"):
             raise ValueError("SEAM_API_KEY must be a Seam API key, which starts with seam_")
+        return value
+
+    @field_validator("ADMIN_PASSWORD_HASH")
+    @classmethod
+    def _argon2_hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("$argon2"):
+            raise ValueError(
+                "ADMIN_PASSWORD_HASH must be an argon2 hash ($argon2id$...), as "
+                "`python -m svc admin hash-password` prints; never the password itself"
+            )
         return value
 
     @model_validator(mode="after")

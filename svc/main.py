@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from svc import (
     api,
     background,
+    console,
     email_delivery,
     holds,
     locks,
@@ -42,7 +43,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = services
         if settings.is_local:
             banner = ["LOCAL MODE: nothing here reaches a real payment, mail or lock service."]
-            banner += [f"  {line}" for line in stand_ins] + [f"  open {settings.PUBLIC_URL}/"]
+            banner += [f"  {line}" for line in stand_ins + console.banner_lines(app, settings)]
+            banner += [f"  open {settings.PUBLIC_URL}/"]
             logger.warning("%s", "\n".join(banner))
         workers = start_background_jobs(services)
         # What the start made (the SDKs, the app, the pool) lives as long as the process:
@@ -175,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, render_validation_error)
     app.include_router(api.router)
     pages.install(app)
+    console.install(app, settings)
     return app
 
 

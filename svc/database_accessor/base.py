@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+from svc.database_accessor.operator import OperatorQueries
 from svc.database_accessor.rows import (
     _card_hold,
     _charge_claim,
@@ -62,7 +63,7 @@ and dicts or lists for ``jsonb``. Each backend sends them its own way."""
 _T = TypeVar("_T")
 
 
-class Database(ABC):
+class Database(OperatorQueries, ABC):
     """Every query of the service. A backend answers the few that are plain reads and
     writes its own way; every other method is one call of a ``qwip_*`` SQL function,
     written once here.
@@ -70,7 +71,7 @@ class Database(ABC):
     For those, a backend supplies two ways to call a function by name with named arguments:
     `_call_rows` for a set-returning one (its rows) and `_call_value` for any other (its
     value, None for void). The rule itself lives in the migration; here only its arguments
-    and the reading of its answer.
+    and the reading of its answer. The operator's queries are in `operator`.
     """
 
     answers_from: ClassVar[str]

@@ -44,8 +44,10 @@ def start_service(
     folder: Path,
     *,
     hold_minutes: int,
+    **extra: str,
 ) -> ServiceProcess:
-    """`uvicorn svc.main:app` in local mode, which the browser reaches over HTTP."""
+    """`uvicorn svc.main:app` in local mode, which the browser reaches over HTTP; `extra`:
+    more settings."""
     port = free_port()
     settings = {
         **service_settings(
@@ -65,6 +67,7 @@ def start_service(
         MINIMUM_CHARGE_PENCE="1",
         BACKGROUND_INTERVAL_SECONDS="0.2",
         EMAIL_RETRY_BASE_SECONDS="0.2",
+        **extra,
     )
     # A folder of its own as the working directory: a developer's .env is not read.
     process = ServiceProcess(port, env, cwd=folder, log=folder / "service.log")

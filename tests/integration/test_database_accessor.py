@@ -838,6 +838,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_fail_access_code(uuid)",
         "qwip_fail_access_code_without_backup(uuid)",
         "qwip_find_unpaid_session(text,text)",
+        "qwip_forget_attempts(text)",
         "qwip_get_backup_code(uuid)",
         "qwip_get_session(uuid,text)",
         "qwip_get_session_with_hold(uuid,text)",
@@ -845,7 +846,11 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_list_backup_code_work(integer,integer)",
         "qwip_list_overdue_sessions(integer)",
         "qwip_list_reminders_due(integer,integer)",
+        "qwip_list_session_emails(uuid)",
+        "qwip_list_sessions(boolean,boolean,timestamp with time zone,text,uuid,integer)",
         "qwip_list_unsettled_sessions(integer)",
+        "qwip_money_by_day(timestamp with time zone,text)",
+        "qwip_note_session_times()",
         "qwip_postpone_email(bigint,integer,text)",
         "qwip_queue_emails(jsonb)",
         "qwip_record_access_code(uuid,text,text)",
@@ -871,6 +876,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_sync_refunds(uuid,text,jsonb,text,text,jsonb)",
         "qwip_take_booking_slot(jsonb,integer)",
         "qwip_update_access_code_status(uuid,text,text)",
+        "qwip_waive_charge(uuid,text)",
     ]
     assert [(row["anon"], row["authenticated"], row["service_role"]) for row in rows] == [
         (False, False, True)

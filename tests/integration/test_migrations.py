@@ -58,6 +58,9 @@ PINNED = {
     "0012_backup_codes_and_reminders.sql": (
         "0ccc84e547b0f275279078680cab86e2c44244b75eaee62b04bb1a0de10b37bd"
     ),
+    "0013_operator_console.sql": (
+        "0a07c7aee601e0059572cce6032c8e77a2aecedb892a8d8604a7508d9ae1d815"
+    ),
 }
 
 ALL_APPLIED = (

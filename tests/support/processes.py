@@ -32,6 +32,7 @@ def clean_environment(**overrides: str) -> dict[str, str]:
         "BOOKING_RATE_LIMIT_",
         "FORWARDED_ALLOW_IPS",
         "TURNSTILE_",
+        "ADMIN_",
     )
     env = {
         key: value

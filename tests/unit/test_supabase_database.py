@@ -1425,6 +1425,15 @@ OPERATIONS: dict[str, Operation] = {
     "record_dispute": lambda db: db.record_dispute(
         SESSION, dispute_id="dp_1", event_id="evt_1", event_type="x"
     ),
+    # The operator's queries (svc/database_accessor/operator.py)
+    "list_session_details": lambda db: db.list_session_details(open_only=True),
+    "get_session_details": lambda db: db.get_session_details(SESSION),
+    "list_session_emails": lambda db: db.list_session_emails(SESSION),
+    "waive_charge": lambda db: db.waive_charge(SESSION, reason="x"),
+    "money_by_day": lambda db: db.money_by_day(
+        since=datetime(2026, 11, 1, tzinfo=UTC), timezone="Europe/London"
+    ),
+    "forget_attempts": lambda db: db.forget_attempts("admin_sign_in:ip:x"),
 }
 
 TROUBLE: dict[str, Reply] = {
@@ -1465,9 +1474,9 @@ async def test_trouble_reaching_postgrest_is_database_unavailable(
 def test_every_operation_of_the_protocol_is_covered() -> None:
     from svc.database_accessor import Database
 
-    protocol = {
-        name for name in vars(Database) if not name.startswith("_") and name not in ("close",)
-    }
+    # Database and the classes it is made of (the operator's queries are a mixin).
+    names = {name for cls in Database.__mro__ if cls is not object for name in vars(cls)}
+    protocol = {name for name in names if not name.startswith("_") and name not in ("close",)}
     assert protocol == set(OPERATIONS)
 
 
@@ -1557,3 +1566,126 @@ async def test_after_close_nothing_is_sent(connect: Connect) -> None:
     with pytest.raises(RuntimeError, match="client has been closed"):
         await database.ping()
     assert fake.requests == []
+
+
+# The operator's queries
+
+
+DETAILS_ROW = {
+    **SESSION_ROW,
+    "hold_payment_intent_id": None,
+    "hold_pence": None,
+    "captured_pence": None,
+    "released_pence": None,
+    "code_set_at": "2026-11-26T10:00:20+00:00",
+    "settled_at": None,
+    "no_charge_reason": None,
+}
+
+
+async def test_list_session_details(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [DETAILS_ROW]), rows(200, []))
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    [found] = await database.list_session_details(
+        open_only=True, owed_only=False, since=since, email="ada@example.com"
+    )
+    assert found.session.id == SESSION
+    assert found.code_set_at == datetime(2026, 11, 26, 10, 0, 20, tzinfo=UTC)
+    assert (found.settled_at, found.no_charge_reason) == (None, None)
+    assert await database.get_session_details(SESSION) is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_sessions",
+        body={
+            "p_open": True,
+            "p_owed": False,
+            "p_since": "2026-11-01T00:00:00+00:00",
+            "p_email": "ada@example.com",
+            "p_session_id": None,
+            "p_limit": 500,
+        },
+    )
+    assert_request(
+        fake.requests[1],
+        "POST",
+        "/rest/v1/rpc/qwip_list_sessions",
+        body={
+            "p_open": False,
+            "p_owed": False,
+            "p_since": None,
+            "p_email": None,
+            "p_session_id": str(SESSION),
+            "p_limit": 1,
+        },
+    )
+
+
+async def test_list_session_emails(connect: Connect) -> None:
+    email = {
+        "kind": "receipt",
+        "recipient": "ada@example.com",
+        "created_at": "2026-11-26T10:10:31+00:00",
+        "sent_at": None,
+        "dead_at": "2026-11-26T11:00:00+00:00",
+        "attempts": 8,
+        "last_error": "550",
+    }
+    database, fake = await connect(rows(200, [email]))
+    [found] = await database.list_session_emails(SESSION)
+    assert (found.kind, found.sent_at, found.attempts, found.last_error) == (
+        "receipt",
+        None,
+        8,
+        "550",
+    )
+    assert found.dead_at == datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_session_emails",
+        body={"p_session_id": str(SESSION)},
+    )
+
+
+async def test_waive_charge(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.waive_charge(SESSION, reason="broken heater") is True
+    assert await database.waive_charge(SESSION, reason="broken heater") is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_waive_charge",
+        body={"p_session_id": str(SESSION), "p_reason": "broken heater"},
+    )
+
+
+async def test_money_by_day(connect: Connect) -> None:
+    day = {"day": "2026-11-26", "sessions": 2, "seconds": 1260, "taken_pence": 526, "owed_pence": 0}
+    database, fake = await connect(rows(200, [day]))
+    [found] = await database.money_by_day(
+        since=datetime(2026, 10, 28, tzinfo=UTC), timezone="Europe/London"
+    )
+    assert (found.day.isoformat(), found.sessions, found.seconds, found.taken_pence) == (
+        "2026-11-26",
+        2,
+        1260,
+        526,
+    )
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_money_by_day",
+        body={"p_since": "2026-10-28T00:00:00+00:00", "p_timezone": "Europe/London"},
+    )
+
+
+async def test_forget_attempts(connect: Connect) -> None:
+    database, fake = await connect(no_content())
+    await database.forget_attempts("admin_sign_in:ip:203.0.113.5")
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_forget_attempts",
+        body={"p_key": "admin_sign_in:ip:203.0.113.5"},
+    )
