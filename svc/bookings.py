@@ -11,7 +11,15 @@ import time
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from svc import booking_limits, email_manager, holds, payments_manager, seam_accessor, turnstile
+from svc import (
+    booking_limits,
+    email_manager,
+    holds,
+    payments_manager,
+    pod_health,
+    seam_accessor,
+    turnstile,
+)
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.models.records import Pod, SessionRecord, StartSessionRequest
@@ -104,6 +112,7 @@ async def create_setup_intent(services: Services, request: CardSetupRequest) -> 
     pod = await find_pod(services.db, name=request.name, pod_id=request.pod_id)
     if pod.in_use:
         raise PodInUse(pod.name)
+    await pod_health.check_bookable(services, pod)
     settings = services.settings
     if settings.uses_turnstile:
         await turnstile.verify(settings, token=request.turnstile_token, remote_ip=request.client_ip)

@@ -116,7 +116,16 @@ async def session_status(services: Services, session_id: UUID) -> SessionStatus:
                     session.id, access_code_id=session.access_code_id, status=fresh
                 )
                 session = await find_session(db, session_id)
-    return code_status_of(session, smart_locks=services.seam is not None)
+    status = code_status_of(session, smart_locks=services.seam is not None)
+    if not status.smart_lock:
+        return status
+    unlocks = await db.get_session_unlocks(session.id)
+    return status.model_copy(
+        update={
+            "first_unlocked_at": unlocks.first_unlocked_at,
+            "unlock_count": unlocks.unlock_count,
+        }
+    )
 
 
 class NotThePodsSession(ServiceError):
@@ -180,7 +189,9 @@ async def _work_on(services: Services, session_id: UUID) -> None:
         return  # another replica has it, or its retry is not due
     try:
         session = await find_session(db, session_id)
-        if session.access_code_status == AccessCodeStatus.FAILED:
+        if session.access_code_status == AccessCodeStatus.FAILED and (
+            session.end_time is None or session.payment_status in (None, PaymentStatus.PENDING)
+        ):
             # A replica gave up on this code but stopped before it had ended the session.
             await _give_up(services, session, reason="the lock did not take the code")
         elif session.access_code_id is not None and session.end_time is not None:
@@ -235,7 +246,15 @@ async def _put_on(services: Services, session: SessionRecord, attempt: int) -> N
         error.reason,
     )
     if await db.fail_access_code(session.id):
-        await _give_up(services, session, reason=error.reason)
+        await code_failed(services, session, reason=error.reason)
+
+
+async def code_failed(services: Services, session: SessionRecord, *, reason: str) -> None:
+    """The session's code will not open the door (marked failed by its caller, once): the
+    one path for the lock worker's last attempt and for Seam's events saying so."""
+    await _give_up(services, session, reason=reason)
+    # A code Seam made but could not set comes off the lock now that the session has ended.
+    services.lock_work.wake()
 
 
 async def _record(

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from svc.api import booking, operations, pods, sessions
+from svc.api import booking, operations, pods, seam, sessions
 
 router = APIRouter()
-for _resource in (operations, pods, sessions, booking):
+for _resource in (operations, pods, sessions, booking, seam):
     router.include_router(_resource.router)

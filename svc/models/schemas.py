@@ -18,9 +18,15 @@ class PodPublic(BaseModel):
     price_per_minute: Decimal = Field(description="Price per minute in major units, exact.")
     currency: str
     in_use: bool
+    available: bool = Field(description="Whether it can be booked now: free and in service.")
+    out_of_service: str | None = Field(
+        description="Why it cannot be booked, in words (its lock is offline, or the "
+        "operator's reason); null when in service."
+    )
 
     @classmethod
     def of(cls, pod: Pod) -> "PodPublic":
+        reason = pod.out_of_service
         return cls(
             id=pod.id,
             name=pod.name,
@@ -28,6 +34,8 @@ class PodPublic(BaseModel):
             price_per_minute=pod.price,
             currency=pod.currency,
             in_use=pod.in_use,
+            available=not pod.in_use and reason is None,
+            out_of_service=reason,
         )
 
 
@@ -69,6 +77,14 @@ class SessionStatus(BaseModel):
     )
     lock_has_code: bool | None = Field(
         description="True once the lock has the code; null when the pod has no smart lock."
+    )
+    first_unlocked_at: datetime | None = Field(
+        default=None,
+        description="When the lock first reported this session's code opening the door "
+        "(Seam's lock.unlocked); null until it has.",
+    )
+    unlock_count: int = Field(
+        default=0, description="How many times the lock reported this session's code opening it."
     )
 
 

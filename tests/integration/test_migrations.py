@@ -49,6 +49,9 @@ PINNED = {
     "0008_booking_wait_within_window.sql": (
         "b11dbd39474920b8900a7de8b540dfa3d9d98c89020b3d2206b49b483b5867bf"
     ),
+    "0011_seam_events_and_pod_health.sql": (
+        "f563031d738ce933b964dcc968c5a122bab37241ddb6357f9b0d3a9adf76a928"
+    ),
 }
 
 ALL_APPLIED = (
