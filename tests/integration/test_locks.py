@@ -118,6 +118,8 @@ def status_body(session_id: UUID, pod: str, status: str, **changes: Any) -> dict
         "smart_lock": True,
         "access_code_status": status,
         "lock_has_code": False,
+        "first_unlocked_at": None,
+        "unlock_count": 0,
         **changes,
     }
 

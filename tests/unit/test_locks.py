@@ -75,4 +75,7 @@ def test_code_status_says_where_the_code_is(
         "smart_lock": status != "local",
         "access_code_status": status,
         "lock_has_code": lock_has_code,
+        # What the lock's events add, read apart (svc.locks.session_status).
+        "first_unlocked_at": None,
+        "unlock_count": 0,
     }
