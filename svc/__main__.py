@@ -151,9 +151,9 @@ async def run_pod_command(db: Database, args: argparse.Namespace, *, default_cur
         reason = args.reason if args.command == "disable" else None
         if not await db.set_pod_disabled(args.name, reason=reason):
             raise UsageError(f"no pod named {args.name!r}")
-        pod = await db.get_pod_by_name(args.name)
-        assert pod is not None
-        return f"{args.command}d {describe(pod)}"
+        changed = await db.get_pod_by_name(args.name)
+        assert changed is not None
+        return f"{args.command}d {describe(changed)}"
     changes = PodChanges(
         address=args.address,
         price=args.price_per_minute,
