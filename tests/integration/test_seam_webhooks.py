@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 import stripe
+from seam import AsyncSeam
 from svix.webhooks import Webhook
 
 from svc.database_accessor import PostgresDatabase
@@ -29,7 +30,14 @@ from tests.conftest import ROOT, free_port, unavailable
 from tests.integration.conftest import SettingsFactory, running
 from tests.integration.test_booking_lifecycle import book
 from tests.integration.test_database_accessor import start_request
-from tests.integration.test_locks import LOCK, OTHER_LOCK, SEAM_KEY, seam_down
+from tests.integration.test_locks import (
+    LOCK,
+    OTHER_LOCK,
+    SEAM_KEY,
+    codes_on_lock,
+    seam_down,
+    wait_until,
+)
 from tests.support.settings import OPERATOR
 
 SECRET = "whsec_" + base64.b64encode(b"qwip seam webhook test secret!!!").decode()
@@ -99,6 +107,13 @@ def hook_settings(make_settings: SettingsFactory, fake_seam_url: str) -> Setting
 async def client(hook_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with running(create_app(hook_settings)) as http:
         yield http
+
+
+@pytest.fixture
+async def seam_sdk(fake_seam_url: str) -> AsyncIterator[AsyncSeam]:
+    """The test's own look at the fake Seam, through Seam's SDK."""
+    async with AsyncSeam(api_key=SEAM_KEY, endpoint=fake_seam_url) as sdk:
+        yield sdk
 
 
 @pytest.fixture
@@ -375,23 +390,25 @@ async def test_unlocks_by_the_sessions_code_are_recorded_once_each(
 ) -> None:
     http, session_id = seamless
     first = datetime(2026, 11, 30, 9, 0, 5, tzinfo=UTC)
-    later = seam_event(
-        "lock.unlocked",
-        at=first + timedelta(minutes=3),
-        access_code_id=CODE_ID,
-        device_id=LOCK,
-        method="keycode",
-    )
-    earlier = seam_event(
-        "lock.unlocked", at=first, access_code_id=CODE_ID, device_id=LOCK, method="keycode"
-    )
-    for event in (later, earlier):
+
+    def unlocked(minutes: int) -> dict[str, Any]:
+        return seam_event(
+            "lock.unlocked",
+            at=first + timedelta(minutes=minutes),
+            access_code_id=CODE_ID,
+            device_id=LOCK,
+            method="keycode",
+        )
+
+    # In any order: the earliest is the first unlock, whenever it arrives.
+    middle, earliest, latest = unlocked(2), unlocked(0), unlocked(5)
+    for event in (middle, earliest, latest):
         assert (await deliver(http, event)).json() == {"status": "success"}
-    assert (await deliver(http, later)).json() == {"status": "duplicate"}
+    assert (await deliver(http, latest)).json() == {"status": "duplicate"}
     manual = seam_event("lock.unlocked", device_id=LOCK, method="manual")
     assert (await deliver(http, manual)).json() == {"status": "ignored"}
     assert await session_status(http, session_id) == status_of(
-        session_id, "setting", first_unlocked_at="2026-11-30T09:00:05Z", unlock_count=2
+        session_id, "setting", first_unlocked_at="2026-11-30T09:00:05Z", unlock_count=3
     )
 
 
@@ -542,3 +559,50 @@ async def test_a_disabled_pod_cannot_be_booked_and_a_running_session_goes_on(
     assert await pod_listed(client, "plain") == AVAILABLE
     assert (await card_setup(client, "plain")).status_code == 200
     assert await db.set_pod_disabled("nosuchpod", reason="x") is False
+
+
+async def test_a_code_seam_made_but_could_not_set_comes_off_the_lock_once_given_up(
+    client: httpx.AsyncClient,
+    pods: dict[str, int],
+    stripe_client: stripe.StripeClient,
+    seam_sdk: AsyncSeam,
+    sql: asyncpg.Connection,
+) -> None:
+    seam = seam_sdk
+    _, session_id = await book(client, stripe_client, pod="locked", email=CUSTOMER)
+
+    async def code_made() -> bool:
+        return bool(
+            await sql.fetchval("select access_code_id from pod_sessions where id = $1", session_id)
+        )
+
+    await wait_until(code_made)
+    [on_lock] = await codes_on_lock(seam, session_id)
+    # As a lock still taking the code leaves it (Seam's fake sets codes at once).
+    await sql.execute(
+        "update pod_sessions set access_code_status = 'setting' where id = $1", session_id
+    )
+    failed = seam_event(
+        "access_code.failed_to_set_on_device",
+        access_code_id=on_lock.access_code_id,
+        device_id=LOCK,
+    )
+    assert (await deliver(client, failed)).json() == {"status": "success"}
+
+    async def code_removed() -> bool:
+        status = await sql.fetchval(
+            "select access_code_status from pod_sessions where id = $1", session_id
+        )
+        return status == "removed"
+
+    await wait_until(code_removed)
+    assert await codes_on_lock(seam, session_id) == []
+    row = await sql.fetchrow(
+        "select access_code_status, payment_status, cost_pence from pod_sessions where id = $1",
+        session_id,
+    )
+    assert dict(row) == {
+        "access_code_status": "removed",
+        "payment_status": "not_charged",
+        "cost_pence": 0,
+    }
