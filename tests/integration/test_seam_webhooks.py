@@ -606,3 +606,14 @@ async def test_a_code_seam_made_but_could_not_set_comes_off_the_lock_once_given_
         "payment_status": "not_charged",
         "cost_pence": 0,
     }
+
+
+async def test_openapi_documents_the_webhook_and_the_new_fields(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    webhook = document["paths"]["/webhook/seam"]["post"]
+    assert sorted(webhook["responses"]) == ["200", "400", "413", "503"]
+    assert "svix-signature" in webhook["description"]
+    schemas = document["components"]["schemas"]
+    assert {"available", "out_of_service"} <= set(schemas["PodPublic"]["properties"])
+    assert {"available", "out_of_service"} <= set(schemas["PodPublic"]["required"])
+    assert {"first_unlocked_at", "unlock_count"} <= set(schemas["SessionStatus"]["properties"])
