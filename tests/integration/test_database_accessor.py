@@ -26,9 +26,11 @@ from svc.database_accessor import (
 from svc.models.records import (
     ChargeClaim,
     EndedSession,
+    LockHealth,
     NewPod,
     PodChanges,
     QueuedEmail,
+    SessionUnlocks,
     StartSessionRequest,
 )
 from svc.types import PaymentStatus
@@ -1023,3 +1025,75 @@ async def test_service_only_still_hands_a_real_function_to_the_service(
         await connection.close()
     # The owner alone (and service_role, where it exists): PUBLIC's grant is gone.
     assert not any(entry.startswith("=") for entry in acl.split(","))
+
+
+# Seam's events, the locks' health and pods out of service
+
+
+async def test_lock_health_and_disabling_on_either_backend(db: Database) -> None:
+    pod = await db.insert_pod(replace(POD, seam_device_id="lock_1"))
+    at = datetime.fromisoformat("2026-11-30T09:00:00+00:00")
+    offline = LockHealth(device_id="lock_1", occurred_at=at, online=False)
+    alert = QueuedEmail(
+        dedupe_key="lock_offline:lock_1:ev_1",
+        kind="operator_alert",
+        recipient="ops@qwip.test",
+        payload={"subject": "s", "text": "t"},
+    )
+    assert await db.record_lock_health(offline, alert=alert, event_id="ev_1", event_type="x") == (
+        "alerted"
+    )
+    assert await db.record_lock_health(offline, alert=alert, event_id="ev_1", event_type="x") == (
+        "duplicate"
+    )
+    again = replace(alert, dedupe_key="lock_offline:lock_1:ev_2")
+    assert await db.record_lock_health(offline, alert=again, event_id="ev_2", event_type="x") == (
+        "recorded"
+    )
+    found = await db.get_pod_by_id(pod.id)
+    assert found is not None and found.out_of_service == "its door lock is offline"
+    assert (
+        await db.record_lock_health(
+            replace(offline, device_id="lock_9"), alert=None, event_id="ev_3", event_type="x"
+        )
+        == "unknown"
+    )
+
+    assert await db.set_pod_disabled("pod1", reason="cleaning") is True
+    [listed] = await db.list_pods()
+    assert (listed.disabled_reason, listed.lock_online) == ("cleaning", False)
+    assert await db.set_pod_disabled("pod1", reason=None) is True
+    assert await db.set_pod_disabled("pod9", reason=None) is False
+    assert await db.is_seam_event_processed("ev_1") is True
+    assert await db.is_seam_event_processed("ev_9") is False
+
+
+async def test_code_events_and_unlocks_on_either_backend(db: Database) -> None:
+    pod = await db.insert_pod(replace(POD, seam_device_id="lock_1"))
+    request = start_request(pod.id)
+    await db.start_session(request)
+    session_id = request.session_id
+    await db.record_access_code(session_id, access_code_id="ac_1", status="setting")
+    assert await db.get_session_unlocks(session_id) == SessionUnlocks()
+
+    at = datetime.fromisoformat("2026-11-30T09:00:00+00:00")
+    assert await db.record_unlock(
+        "ev_1", "lock.unlocked", access_code_id="ac_1", occurred_at=at
+    ) == ("recorded")
+    assert await db.record_unlock(
+        "ev_1", "lock.unlocked", access_code_id="ac_1", occurred_at=at
+    ) == ("duplicate")
+    assert await db.record_unlock(
+        "ev_2", "lock.unlocked", access_code_id="ac_9", occurred_at=at
+    ) == ("unknown")
+    assert await db.get_session_unlocks(session_id) == SessionUnlocks(
+        first_unlocked_at=at, unlock_count=1
+    )
+    assert await db.fail_access_code_on_lock("ac_1") == session_id
+    assert await db.fail_access_code_on_lock("ac_1") is None
+    assert await db.record_seam_event("ev_3", "access_code.failed_to_set_on_device") is True
+    assert await db.record_seam_event("ev_3", "access_code.failed_to_set_on_device") is False
+    # A failed code is not set by a late event.
+    assert await db.record_code_set("ev_4", "x", access_code_id="ac_1") == "unknown"
+    session = await db.get_session_by_id(session_id)
+    assert session is not None and session.access_code_status == "failed"
