@@ -1,6 +1,6 @@
-"""The operator's command line: ``python -m svc pods add|list|update``, ``db init``,
-``sessions refund``, and ``sessions list|show|end`` and ``admin hash-password`` (in
-`svc.operator_cli`).
+"""The operator's command line: ``python -m svc pods add|list|update|disable|enable``,
+``db init``, ``sessions refund``, and ``sessions list|show|end`` and ``admin hash-password``
+(in `svc.operator_cli`).
 
 It reads the same settings as the service, so ``DATABASE_URL=... python -m svc pods list``
 works against any database, and with nothing set it uses local mode's embedded Postgres.
@@ -78,6 +78,13 @@ def positive_pence(value: str) -> int:
     return int(value)
 
 
+def out_of_service_reason(value: str) -> str:
+    reason = " ".join(value.split())
+    if not reason or len(reason) > 200:
+        raise argparse.ArgumentTypeError("the reason is 1-200 characters, shown to customers")
+    return reason
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m svc", description=__doc__)
     groups = parser.add_subparsers(dest="group", required=True, parser_class=Parser)
@@ -109,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     refund.add_argument("session_id", type=operator_cli.session_id)
     refund.add_argument("--amount-pence", type=positive_pence, default=None)
     refund.add_argument("--reason", default=None, help="for the operator's records and e-mail")
+    disable = pod_commands.add_parser(
+        "disable", help="take a pod out of service: it cannot be booked until enabled"
+    )
+    disable.add_argument("name", type=pod_name)
+    disable.add_argument(
+        "--reason", type=out_of_service_reason, required=True, help="shown to customers"
+    )
+    enable = pod_commands.add_parser("enable", help="put a pod back in service")
+    enable.add_argument("name", type=pod_name)
 
     db = groups.add_parser("db", help="the database schema")
     db_commands = db.add_subparsers(dest="command", required=True)
@@ -121,9 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 def describe(pod: Pod) -> str:
     lock = f"  lock {pod.seam_device_id}" if pod.seam_device_id else ""
     state = "in use" if pod.in_use else "free"
+    reason = pod.out_of_service
+    service = f"  out of service: {reason}" if reason is not None else ""
     return (
         f"{pod.name:<16} {pod.price} {pod.currency}/min  {state:<6}  id {pod.id}  "
-        f"{pod.address}{lock}"
+        f"{pod.address}{lock}{service}"
     )
 
 
@@ -178,6 +196,13 @@ async def run_pod_command(db: Database, args: argparse.Namespace, *, default_cur
             )
         )
         return f"added {describe(pod)}"
+    if args.command in ("disable", "enable"):
+        reason = args.reason if args.command == "disable" else None
+        if not await db.set_pod_disabled(args.name, reason=reason):
+            raise UsageError(f"no pod named {args.name!r}")
+        changed = await db.get_pod_by_name(args.name)
+        assert changed is not None
+        return f"{args.command}d {describe(changed)}"
     changes = PodChanges(
         address=args.address,
         price=args.price_per_minute,

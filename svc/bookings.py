@@ -16,6 +16,7 @@ from svc import (
     email_manager,
     holds,
     payments_manager,
+    pod_health,
     recovery,
     seam_accessor,
     turnstile,
@@ -115,6 +116,7 @@ async def create_setup_intent(services: Services, request: CardSetupRequest) -> 
         raise PodInUse(pod.name)
     # Whoever owes for a session books nothing new until it is paid.
     await recovery.refuse_if_owing(services, email=email)
+    await pod_health.check_bookable(services, pod)
     settings = services.settings
     if settings.uses_turnstile:
         await turnstile.verify(settings, token=request.turnstile_token, remote_ip=request.client_ip)

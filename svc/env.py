@@ -1,5 +1,6 @@
 """Settings, read once from the environment and `.env`."""
 
+import base64
 import ipaddress
 from decimal import Decimal
 from pathlib import Path
@@ -76,6 +77,8 @@ class Settings(BaseSettings):
     LOCK_STATUS_CACHE_SECONDS: float = Field(default=10, ge=0)
     # A session's code still not set on the lock this long after the start gets a backup code.
     CODE_FALLBACK_SECONDS: int = Field(default=120, ge=0)
+    # Seam's webhook signing secret (whsec_…): unset, POST /webhook/seam refuses every event.
+    SEAM_WEBHOOK_SECRET: SecretStr | None = None
 
     # The port served (Railway sets it; `make service PORT=...` too).
     PORT: int = Field(default=8000, ge=1, le=65535)
@@ -188,6 +191,24 @@ class Settings(BaseSettings):
                 "TURNSTILE_SITE_KEY and TURNSTILE_SECRET_KEY go together: set both, or neither"
             )
         return self
+
+    @field_validator("SEAM_WEBHOOK_SECRET")
+    @classmethod
+    def _seam_webhook_secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        encoded = value.get_secret_value().removeprefix("whsec_").rstrip("=")
+        try:
+            # As Svix reads it: padding optional.
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except ValueError:
+            key = b""
+        if not key:
+            raise ValueError(
+                "SEAM_WEBHOOK_SECRET must be the webhook's signing secret from Seam (whsec_ "
+                "followed by base64)"
+            )
+        return value
 
     @field_validator("SEAM_ENDPOINT")
     @classmethod

@@ -124,7 +124,16 @@ async def session_status(services: Services, session_id: UUID) -> SessionStatus:
                 )
                 session = await find_session(db, session_id)
     backup = await db.get_backup_code(session.id) if session.access_code_id else None
-    return code_status_of(session, smart_locks=services.seam is not None, backup=backup)
+    status = code_status_of(session, smart_locks=services.seam is not None, backup=backup)
+    if not status.smart_lock:
+        return status
+    unlocks = await db.get_session_unlocks(session.id)
+    return status.model_copy(
+        update={
+            "first_unlocked_at": unlocks.first_unlocked_at,
+            "unlock_count": unlocks.unlock_count,
+        }
+    )
 
 
 class NotThePodsSession(ServiceError):

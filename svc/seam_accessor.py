@@ -8,19 +8,22 @@ words plus Seam's error code, never Seam's message.
 """
 
 import asyncio
+import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NoReturn
+from decimal import Decimal
+from typing import Any, NoReturn
 from uuid import UUID
 
 import httpx
 from seam import AsyncSeam, SeamError, SeamHttpApiError
 from seam.resources import AccessCode
+from svix.webhooks import Webhook, WebhookVerificationError
 
 from svc.env import Settings
 from svc.errors import ServiceError
@@ -311,3 +314,71 @@ async def pull_backup_code(seam: AsyncSeam, *, access_code_id: str) -> BackupCod
     if not isinstance(backup_id, str) or not isinstance(code, str) or not code:
         raise LockRequestRefused("pulling a backup code: Seam answered no code")
     return BackupCode(access_code_id=backup_id, code=code)
+
+
+# Webhooks
+
+
+class SeamEventInvalid(ServiceError):
+    status_code = 400
+
+
+@dataclass(frozen=True, slots=True)
+class SeamEvent:
+    """What the service reads of a Seam event, once its signature is checked."""
+
+    id: str
+    type: str
+    occurred_at: datetime
+    device_id: str | None = None
+    access_code_id: str | None = None
+    battery_level: Decimal | None = None
+    battery_status: str | None = None
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def verify_webhook(payload: bytes, headers: Mapping[str, str], *, secret: str) -> SeamEvent:
+    """The event, if Seam signed these bytes (Svix: `svix-id`, `svix-timestamp`,
+    `svix-signature`, sent at most five minutes from now); SeamEventInvalid otherwise."""
+    wanted = ("svix-id", "svix-timestamp", "svix-signature")
+    try:
+        Webhook(secret).verify(payload, {name: headers.get(name, "") for name in wanted})
+    except (WebhookVerificationError, ValueError):
+        # ValueError: a signature or secret that is not base64, a body that is not UTF-8.
+        raise SeamEventInvalid(
+            "Missing, invalid or stale Seam signature (svix-id, svix-timestamp, "
+            "svix-signature; at most 5 minutes old)."
+        ) from None
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = None
+    event_id = _text(body, "event_id") if isinstance(body, dict) else None
+    event_type = _text(body, "event_type") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or event_id is None or event_type is None:
+        raise SeamEventInvalid("The body is not a Seam event (no event_id or event_type).")
+    occurred = _text(body, "occurred_at") or _text(body, "created_at")
+    try:
+        occurred_at = datetime.fromisoformat(occurred) if occurred else None
+    except ValueError:
+        occurred_at = None
+    if occurred_at is None or occurred_at.tzinfo is None:
+        raise SeamEventInvalid("The Seam event has no valid occurred_at time.")
+    level = body.get("battery_level")
+    return SeamEvent(
+        id=event_id,
+        type=event_type,
+        occurred_at=occurred_at,
+        device_id=_text(body, "device_id"),
+        access_code_id=_text(body, "access_code_id"),
+        battery_level=(
+            Decimal(str(level)).quantize(Decimal("0.001"))
+            if isinstance(level, int | float) and not isinstance(level, bool) and 0 <= level <= 1
+            else None
+        ),
+        battery_status=_text(body, "battery_status"),
+    )

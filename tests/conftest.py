@@ -32,7 +32,14 @@ from tests.support.stripe_helpers import sdk
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_SEAM = ROOT / "node_modules" / ".bin" / "fake-seam-connect"
-TABLES = ("email_outbox", "stripe_events", "pod_sessions", "pods", "booking_attempts")
+TABLES = (
+    "email_outbox",
+    "stripe_events",
+    "seam_events",
+    "pod_sessions",
+    "pods",
+    "booking_attempts",
+)
 
 
 def unavailable(reason: str) -> None:

@@ -18,6 +18,7 @@ from svc.database_accessor.rows import (
     _start_outcome,
     _uuid,
 )
+from svc.database_accessor.seam_calls import SeamCalls
 from svc.errors import ServiceError
 from svc.models.records import (
     BackupCode,
@@ -63,7 +64,7 @@ and dicts or lists for ``jsonb``. Each backend sends them its own way."""
 _T = TypeVar("_T")
 
 
-class Database(OperatorQueries, ABC):
+class Database(OperatorQueries, SeamCalls, ABC):
     """Every query of the service. A backend answers the few that are plain reads and
     writes its own way; every other method is one call of a ``qwip_*`` SQL function,
     written once here.

@@ -23,7 +23,9 @@ from svc.models.records import NewPod, Pod, PodChanges
 
 logger = logging.getLogger(__name__)
 
-_POD_COLUMNS = "id, name, address, price, currency, in_use, seam_device_id"
+_POD_COLUMNS = (
+    "id, name, address, price, currency, in_use, seam_device_id, disabled_reason, lock_online"
+)
 
 # Connection trouble, as opposed to a query the database refused.
 _UNAVAILABLE = (

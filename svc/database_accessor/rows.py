@@ -61,6 +61,8 @@ def pod_from_row(row: Mapping[str, Any]) -> Pod:
         currency=row["currency"],
         in_use=row["in_use"],
         seam_device_id=row["seam_device_id"],
+        disabled_reason=row.get("disabled_reason"),
+        lock_online=row.get("lock_online"),
     )
 
 

@@ -29,7 +29,9 @@ from svc.models.records import NewPod, Pod, PodChanges
 
 logger = logging.getLogger(__name__)
 
-_POD_FIELDS = "id,name,address,price::text,currency,in_use,seam_device_id"
+_POD_FIELDS = (
+    "id,name,address,price::text,currency,in_use,seam_device_id,disabled_reason,lock_online"
+)
 """The pod's columns as PostgREST returns them: the price cast to text, so it stays exact."""
 
 # Postgres reads the timestamp input 'now' as the transaction's time: a PATCH body can set

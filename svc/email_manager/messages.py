@@ -260,6 +260,47 @@ def code_not_removed_alert(
     )
 
 
+# The words of each incident a lock reports: the subject's end, then what it means.
+_LOCK_INCIDENTS = {
+    "offline": (
+        "is offline",
+        "Seam reports the lock offline. The pod cannot be booked until Seam reports it "
+        "connected again; a session already running goes on. Check the lock's power and its "
+        "connection (Wi-Fi or bridge).",
+    ),
+    "low_battery": (
+        "has a low battery",
+        "Seam reports the lock's battery low{level}. Replace the batteries before the lock "
+        "stops taking codes.",
+    ),
+    "tampered": (
+        "reports tampering",
+        "Seam reports that the lock detected tampering (opened or moved). Check the door.",
+    ),
+}
+
+
+def lock_incident_alert(
+    *,
+    dedupe_key: str,
+    operator: str | None,
+    incident: str,
+    device_id: str,
+    pod_names: list[str],
+    battery_level: Decimal | None = None,
+) -> list[QueuedEmail]:
+    """The operator's e-mail about a lock's incident (offline, low battery, tampered)."""
+    ending, meaning = _LOCK_INCIDENTS[incident]
+    pods = ", ".join(pod_names) or "no pod"
+    level = f" ({int(battery_level * 100)}%)" if battery_level is not None else ""
+    return operator_alert(
+        dedupe_key=dedupe_key,
+        operator=operator,
+        subject=f"the lock of {pods} {ending}",
+        text=f"Pod {pods}, Seam device {device_id}: {meaning.format(level=level)}",
+    )
+
+
 def operator_alert(
     *, dedupe_key: str, operator: str | None, subject: str, text: str
 ) -> list[QueuedEmail]:

@@ -18,6 +18,19 @@ class Pod:
     currency: str
     in_use: bool
     seam_device_id: str | None
+    disabled_reason: str | None = None
+    """Why the operator took the pod out of service (`pods disable`); None: they did not."""
+    lock_online: bool | None = None
+    """Seam's latest word on the pod's lock; None: not known yet."""
+
+    @property
+    def out_of_service(self) -> str | None:
+        """Why the pod cannot be booked now, in words; None: nothing stops a booking."""
+        if self.disabled_reason is not None:
+            return self.disabled_reason
+        if self.seam_device_id is not None and self.lock_online is False:
+            return "its door lock is offline"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +190,23 @@ class RecoveryAttempt:
 
     attempt: int
     payment_intent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUnlocks:
+    """What the lock reported the session's code opened (Seam's `lock.unlocked`)."""
+
+    first_unlocked_at: datetime | None = None
+    unlock_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LockHealth:
+    """What Seam says of a lock; None: this report says nothing of it."""
+
+    device_id: str
+    occurred_at: datetime
+    online: bool | None = None
+    battery_level: Decimal | None = None
+    battery_low: bool | None = None
+    tampered: bool = False

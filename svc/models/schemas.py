@@ -18,9 +18,15 @@ class PodPublic(BaseModel):
     price_per_minute: Decimal = Field(description="Price per minute in major units, exact.")
     currency: str
     in_use: bool
+    available: bool = Field(description="Whether it can be booked now: free and in service.")
+    out_of_service: str | None = Field(
+        description="Why it cannot be booked, in words (its lock is offline, or the "
+        "operator's reason); null when in service."
+    )
 
     @classmethod
     def of(cls, pod: Pod) -> "PodPublic":
+        reason = pod.out_of_service
         return cls(
             id=pod.id,
             name=pod.name,
@@ -28,6 +34,8 @@ class PodPublic(BaseModel):
             price_per_minute=pod.price,
             currency=pod.currency,
             in_use=pod.in_use,
+            available=not pod.in_use and reason is None,
+            out_of_service=reason,
         )
 
 
@@ -74,6 +82,14 @@ class SessionStatus(BaseModel):
         default=False,
         description="True when the code did not set on the lock and a backup code from the "
         "lock's pool was sent to the customer instead (shown on the session page).",
+    )
+    first_unlocked_at: datetime | None = Field(
+        default=None,
+        description="When the lock first reported this session's code opening the door "
+        "(Seam's lock.unlocked); null until it has.",
+    )
+    unlock_count: int = Field(
+        default=0, description="How many times the lock reported this session's code opening it."
     )
 
 

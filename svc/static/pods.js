@@ -1,4 +1,4 @@
-// The pod list: keeps each pod's "Free" / "In use" up to date while the page is open.
+// The pod list: keeps each pod's "Free" / "In use" / "Out of service" up to date while the page is open.
 import { api } from "./common.js";
 
 const main = document.getElementById("main");
@@ -16,8 +16,13 @@ async function refresh() {
   for (const pod of pods) {
     const state = document.querySelector(`[data-pod-id="${pod.id}"] [data-pod-state]`);
     if (!state) continue;
-    state.textContent = pod.in_use ? "In use" : "Free";
-    state.className = `state state--${pod.in_use ? "in-use" : "free"}`;
+    const [text, kind] = pod.out_of_service
+      ? ["Out of service", "out"]
+      : pod.in_use
+        ? ["In use", "in-use"]
+        : ["Free", "free"];
+    state.textContent = text;
+    state.className = `state state--${kind}`;
   }
 }
 

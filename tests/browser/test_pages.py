@@ -488,3 +488,31 @@ async def test_a_declined_hold_is_told_in_words_and_starts_no_session(
     pod = await shop.get_pod_by_name("pod1")
     assert pod is not None and pod.in_use is False
     assert tab.problems == []
+
+
+async def test_a_pod_out_of_service_is_shown_so_and_cannot_be_booked(
+    open_tab: OpenTab, service: ServiceProcess, shop: PostgresDatabase
+) -> None:
+    tab = await open_tab()
+    page = tab.page
+    await page.goto(f"{service.url}/")
+    pod2 = page.get_by_role("link", name=re.compile(r"^pod2"))
+    await expect(pod2.locator("[data-pod-state]")).to_have_text("Free")
+    try:
+        assert await shop.set_pod_disabled("pod2", reason="cleaning until 3 pm")
+        # The open page follows, without a reload.
+        await expect(pod2.locator("[data-pod-state]")).to_have_text(
+            "Out of service", timeout=10_000
+        )
+        await page.goto(f"{service.url}/book?podName=pod2")
+        await expect(page.locator("#out-of-service")).to_have_text(
+            "This pod is out of service: cleaning until 3 pm. It cannot be booked right now; "
+            "please choose another pod."
+        )
+        await expect(page.locator("#booking-form")).to_have_count(0)
+        await snapshot(page, "book-out-of-service")
+    finally:
+        await shop.set_pod_disabled("pod2", reason=None)
+    await page.goto(f"{service.url}/")
+    await expect(pod2.locator("[data-pod-state]")).to_have_text("Free")
+    assert tab.problems == []

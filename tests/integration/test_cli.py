@@ -126,3 +126,24 @@ def test_db_init_skips_recorded_migrations(cli) -> None:  # type: ignore[no-unty
         0,
         "nothing to apply: every migration is recorded on Postgres at DATABASE_URL\n",
     )
+
+
+def test_disable_takes_a_pod_out_of_service_and_enable_puts_it_back(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("pods", "add", "p", "--address", "a", "--price-per-minute", "1").returncode == 0
+    disabled = cli("pods", "disable", "p", "--reason", "  cleaning\n until 3 pm ")
+    assert disabled.returncode == 0, disabled.stderr
+    assert disabled.stdout.startswith("disabled p ")
+    assert disabled.stdout.endswith("  out of service: cleaning until 3 pm\n")
+    assert cli("pods", "list").stdout.endswith("  out of service: cleaning until 3 pm\n")
+
+    enabled = cli("pods", "enable", "p")
+    assert enabled.returncode == 0, enabled.stderr
+    assert enabled.stdout.startswith("enabled p ") and "out of service" not in enabled.stdout
+    assert "out of service" not in cli("pods", "list").stdout
+
+    unknown = cli("pods", "disable", "ghost", "--reason", "x")
+    assert (unknown.returncode, unknown.stderr) == (1, "error: no pod named 'ghost'\n")
+    no_reason = cli("pods", "disable", "p", "--reason", " ")
+    assert no_reason.returncode != 0
+    assert "the reason is 1-200 characters" in no_reason.stderr
+    assert "out of service" not in cli("pods", "list").stdout

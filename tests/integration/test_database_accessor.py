@@ -26,10 +26,12 @@ from svc.database_accessor import (
 from svc.models.records import (
     ChargeClaim,
     EndedSession,
+    LockHealth,
     NewPod,
     PodChanges,
     QueuedEmail,
     RecoveryAttempt,
+    SessionUnlocks,
     StartSessionRequest,
 )
 from svc.types import PaymentStatus
@@ -825,6 +827,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
     finally:
         await connection.close()
     assert [row["function"] for row in rows] == [
+        "boolean,jsonb)",
         "qwip_begin_hold(text,uuid,bigint,integer,text)",
         "qwip_begin_recovery(uuid,integer)",
         "qwip_claim_abandoned_holds(integer)",
@@ -841,6 +844,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_forget_attempts(text)",
         "qwip_get_backup_code(uuid)",
         "qwip_get_session(uuid,text)",
+        "qwip_get_session_unlocks(uuid)",
         "qwip_get_session_with_hold(uuid,text)",
         "qwip_list_access_code_work(integer)",
         "qwip_list_backup_code_work(integer,integer)",
@@ -859,17 +863,24 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_record_dispute(uuid,text,text,text,jsonb)",
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_hold(text,text,text,text)",
+        "qwip_record_lock_health(text,text,text,timestamp with time zone,boolean,numeric,boolean,"
         "qwip_record_payment(uuid,integer,text,text,text,jsonb,text,text)",
         "qwip_record_recovery(uuid,integer,text)",
         "qwip_record_refund(bigint,text,text,jsonb)",
         "qwip_record_reminder(uuid,jsonb)",
+        "qwip_record_seam_event(text,text)",
         "qwip_record_settlement(uuid,integer,text,text,text,jsonb,text,text,integer,integer)",
         "qwip_recount_refunds(uuid)",
         "qwip_refundable_parts(pod_sessions)",
         "qwip_reserve_refund(uuid,uuid,integer,text)",
         "qwip_retry_access_code_work(uuid,double precision)",
+        "qwip_seam_code_set(text,text,text)",
+        "qwip_seam_event_seen(text)",
+        "qwip_seam_lock_unlocked(text,text,text,timestamp with time zone)",
         "qwip_service_only(text[])",
+        "qwip_session_of_access_code(text)",
         "qwip_session_refunds(uuid)",
+        "qwip_set_pod_disabled(text,text)",
         "qwip_start_session(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,jsonb)",
         "qwip_start_session_once(text,text,uuid,text,bigint,text,text,text,text,integer,jsonb,"
         "jsonb)",
@@ -1148,3 +1159,76 @@ async def test_refunds_are_reserved_within_what_was_paid_and_recorded_once(
         == "dp_1"
     )
     assert await db.get_session_refunds(UUID(int=9)) is None
+
+
+# Seam's events, the locks' health and pods out of service
+
+
+async def test_lock_health_and_disabling_on_either_backend(db: Database) -> None:
+    pod = await db.insert_pod(replace(POD, seam_device_id="lock_1"))
+    at = datetime.fromisoformat("2026-11-30T09:00:00+00:00")
+    offline = LockHealth(device_id="lock_1", occurred_at=at, online=False)
+    alert = QueuedEmail(
+        dedupe_key="lock_offline:lock_1:ev_1",
+        kind="operator_alert",
+        recipient="ops@qwip.test",
+        payload={"subject": "s", "text": "t"},
+    )
+    assert await db.record_lock_health(offline, alert=alert, event_id="ev_1", event_type="x") == (
+        "alerted"
+    )
+    assert await db.record_lock_health(offline, alert=alert, event_id="ev_1", event_type="x") == (
+        "duplicate"
+    )
+    again = replace(alert, dedupe_key="lock_offline:lock_1:ev_2")
+    assert await db.record_lock_health(offline, alert=again, event_id="ev_2", event_type="x") == (
+        "recorded"
+    )
+    found = await db.get_pod_by_id(pod.id)
+    assert found is not None and found.out_of_service == "its door lock is offline"
+    assert (
+        await db.record_lock_health(
+            replace(offline, device_id="lock_9"), alert=None, event_id="ev_3", event_type="x"
+        )
+        == "unknown"
+    )
+
+    assert await db.set_pod_disabled("pod1", reason="cleaning") is True
+    [listed] = await db.list_pods()
+    assert (listed.disabled_reason, listed.lock_online) == ("cleaning", False)
+    assert await db.set_pod_disabled("pod1", reason=None) is True
+    assert await db.set_pod_disabled("pod9", reason=None) is False
+    assert await db.is_seam_event_processed("ev_1") is True
+    assert await db.is_seam_event_processed("ev_9") is False
+
+
+async def test_code_events_and_unlocks_on_either_backend(db: Database) -> None:
+    pod = await db.insert_pod(replace(POD, seam_device_id="lock_1"))
+    request = start_request(pod.id)
+    await db.start_session(request)
+    session_id = request.session_id
+    await db.record_access_code(session_id, access_code_id="ac_1", status="setting")
+    assert await db.get_session_unlocks(session_id) == SessionUnlocks()
+
+    at = datetime.fromisoformat("2026-11-30T09:00:00+00:00")
+    assert await db.record_unlock(
+        "ev_1", "lock.unlocked", access_code_id="ac_1", occurred_at=at
+    ) == ("recorded")
+    assert await db.record_unlock(
+        "ev_1", "lock.unlocked", access_code_id="ac_1", occurred_at=at
+    ) == ("duplicate")
+    assert await db.record_unlock(
+        "ev_2", "lock.unlocked", access_code_id="ac_9", occurred_at=at
+    ) == ("unknown")
+    assert await db.get_session_unlocks(session_id) == SessionUnlocks(
+        first_unlocked_at=at, unlock_count=1
+    )
+    assert await db.get_session_of_access_code("ac_1") == session_id
+    assert await db.fail_access_code(session_id) is True
+    assert await db.get_session_of_access_code("ac_1") is None
+    assert await db.record_seam_event("ev_3", "access_code.failed_to_set_on_device") is True
+    assert await db.record_seam_event("ev_3", "access_code.failed_to_set_on_device") is False
+    # A failed code is not set by a late event.
+    assert await db.record_code_set("ev_4", "x", access_code_id="ac_1") == "unknown"
+    session = await db.get_session_by_id(session_id)
+    assert session is not None and session.access_code_status == "failed"

@@ -119,6 +119,8 @@ def status_body(session_id: UUID, pod: str, status: str, **changes: Any) -> dict
         "access_code_status": status,
         "lock_has_code": False,
         "backup_code_in_use": False,
+        "first_unlocked_at": None,
+        "unlock_count": 0,
         **changes,
     }
 

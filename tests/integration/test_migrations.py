@@ -55,11 +55,17 @@ PINNED = {
     "0010_refunds_and_disputes.sql": (
         "f55f868c97a71decf95478feffb0284058004ab9b13ed50c49500b27741c5f6c"
     ),
+    "0011_seam_events_and_pod_health.sql": (
+        "f563031d738ce933b964dcc968c5a122bab37241ddb6357f9b0d3a9adf76a928"
+    ),
     "0012_backup_codes_and_reminders.sql": (
         "0ccc84e547b0f275279078680cab86e2c44244b75eaee62b04bb1a0de10b37bd"
     ),
     "0013_operator_console.sql": (
         "0a07c7aee601e0059572cce6032c8e77a2aecedb892a8d8604a7508d9ae1d815"
+    ),
+    "0015_session_of_access_code.sql": (
+        "09ff9e78bcbce5dedf1d1fda5c046a9066f54a9289271dfe142329febc2279c1"
     ),
 }
 

@@ -34,6 +34,8 @@ POD1 = {
     "price_per_minute": "0.2500",
     "currency": "gbp",
     "in_use": False,
+    "available": True,
+    "out_of_service": None,
 }
 
 
@@ -90,6 +92,8 @@ async def test_list_pods(client: httpx.AsyncClient, pods: dict[str, int]) -> Non
             "price_per_minute": "0.1250",
             "currency": "gbp",
             "in_use": False,
+            "available": True,
+            "out_of_service": None,
         },
     ]
 

@@ -99,6 +99,8 @@ async def test_the_api_answers_from_supabase(
                 "price_per_minute": "0.2500",
                 "currency": "gbp",
                 "in_use": False,
+                "available": True,
+                "out_of_service": None,
             },
             {
                 "id": pods["quiet"],
@@ -107,6 +109,8 @@ async def test_the_api_answers_from_supabase(
                 "price_per_minute": "0.1250",
                 "currency": "gbp",
                 "in_use": False,
+                "available": True,
+                "out_of_service": None,
             },
         ],
     )

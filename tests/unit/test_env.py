@@ -191,6 +191,8 @@ def test_env_example_documents_every_setting() -> None:
         ("SMTP_SECURITY", "tls", "SMTP_SECURITY: Input should be 'ssl', 'starttls' or 'none'"),
         ("SEAM_API_KEY", "sk_live_abc", "SEAM_API_KEY must be a Seam API key, which starts with"),
         ("SEAM_ENDPOINT", "connect.getseam.com", "SEAM_ENDPOINT must be an http(s) address"),
+        ("SEAM_WEBHOOK_SECRET", "whsec_", "SEAM_WEBHOOK_SECRET must be the webhook's signing"),
+        ("SEAM_WEBHOOK_SECRET", "whsec_no!", "SEAM_WEBHOOK_SECRET must be the webhook's signing"),
     ],
 )
 def test_bad_values_are_named(
@@ -501,3 +503,12 @@ def test_test_mode_refuses_live_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         "a live STRIPE_SECRET (APP_ENV=test runs only with Stripe test keys); "
         "a live STRIPE_PUBLISHABLE_KEY (APP_ENV=test runs only with Stripe test keys)"
     )
+
+
+@pytest.mark.parametrize(
+    "secret", ["whsec_c2VhbSB3ZWJob29rIHNlY3JldA==", "whsec_c2VhbSB3ZWJob29rIHNlY3JldA"]
+)
+def test_a_seam_webhook_secret_is_taken_with_or_without_padding(secret: str) -> None:
+    settings = Settings(_env_file=None, SEAM_WEBHOOK_SECRET=secret)
+    assert settings.SEAM_WEBHOOK_SECRET is not None
+    assert settings.SEAM_WEBHOOK_SECRET.get_secret_value() == secret

@@ -77,6 +77,9 @@ def test_code_status_says_where_the_code_is(
         "access_code_status": status,
         "lock_has_code": lock_has_code,
         "backup_code_in_use": False,
+        # What the lock's events add, read apart (svc.locks.session_status).
+        "first_unlocked_at": None,
+        "unlock_count": 0,
     }
 
 
@@ -97,4 +100,7 @@ def test_a_backup_code_in_use_opens_the_door_whatever_became_of_the_first_code()
         "access_code_status": "unset",
         "lock_has_code": True,
         "backup_code_in_use": True,
+        # What the lock's events add, read apart (svc.locks.session_status).
+        "first_unlocked_at": None,
+        "unlock_count": 0,
     }

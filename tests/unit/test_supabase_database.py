@@ -25,6 +25,7 @@ from svc.models.records import (
     BackupCode,
     ChargeClaim,
     EndedSession,
+    LockHealth,
     NewPod,
     OutboxEmail,
     Pod,
@@ -32,6 +33,7 @@ from svc.models.records import (
     QueuedEmail,
     RecoveryAttempt,
     SessionRecord,
+    SessionUnlocks,
     StartOutcome,
     StartSessionRequest,
 )
@@ -48,6 +50,8 @@ POD_ROW = {
     "currency": "gbp",
     "in_use": False,
     "seam_device_id": None,
+    "disabled_reason": None,
+    "lock_online": None,
 }
 POD = Pod(
     id=7,
@@ -58,7 +62,10 @@ POD = Pod(
     in_use=False,
     seam_device_id=None,
 )
-POD_SELECT = ("select", "id,name,address,price::text,currency,in_use,seam_device_id")
+POD_SELECT = (
+    "select",
+    "id,name,address,price::text,currency,in_use,seam_device_id,disabled_reason,lock_online",
+)
 SESSION_ROW = {
     "id": str(SESSION),
     "pod_id": 7,
@@ -942,6 +949,144 @@ async def test_record_event(connect: Connect) -> None:
     assert json.loads(fake.requests[1].content)["p_emails"] == []
 
 
+# Seam's events, the locks' health and pods out of service
+
+LOCK_EVENT_AT = datetime(2026, 11, 30, 9, 0, 5, tzinfo=UTC)
+LOCK_OFFLINE = LockHealth(device_id="lock_1", occurred_at=LOCK_EVENT_AT, online=False)
+
+
+async def test_is_seam_event_processed(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True))
+    assert await database.is_seam_event_processed("ev_1") is True
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_seam_event_seen",
+        body={"p_event_id": "ev_1"},
+    )
+
+
+async def test_record_seam_event(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.record_seam_event("ev_1", "access_code.failed_to_set_on_device")
+    assert not await database.record_seam_event("ev_1", "access_code.failed_to_set_on_device")
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_seam_event",
+        body={"p_event_id": "ev_1", "p_event_type": "access_code.failed_to_set_on_device"},
+    )
+
+
+async def test_record_code_set(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "recorded"))
+    outcome = await database.record_code_set(
+        "ev_1", "access_code.set_on_device", access_code_id="ac_1"
+    )
+    assert outcome == "recorded"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_seam_code_set",
+        body={
+            "p_event_id": "ev_1",
+            "p_event_type": "access_code.set_on_device",
+            "p_access_code_id": "ac_1",
+        },
+    )
+
+
+async def test_get_session_of_access_code(connect: Connect) -> None:
+    database, fake = await connect(rows(200, str(SESSION)), json_null())
+    assert await database.get_session_of_access_code("ac_1") == SESSION
+    assert await database.get_session_of_access_code("ac_1") is None
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_session_of_access_code",
+        body={"p_access_code_id": "ac_1"},
+    )
+
+
+async def test_record_unlock(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "recorded"))
+    outcome = await database.record_unlock(
+        "ev_1", "lock.unlocked", access_code_id="ac_1", occurred_at=LOCK_EVENT_AT
+    )
+    assert outcome == "recorded"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_seam_lock_unlocked",
+        body={
+            "p_event_id": "ev_1",
+            "p_event_type": "lock.unlocked",
+            "p_access_code_id": "ac_1",
+            "p_occurred_at": "2026-11-30T09:00:05+00:00",
+        },
+    )
+
+
+async def test_get_session_unlocks(connect: Connect) -> None:
+    database, fake = await connect(
+        rows(200, [{"first_unlocked_at": "2026-11-30T09:00:05+00:00", "unlock_count": 2}]),
+        rows(200, []),
+    )
+    assert await database.get_session_unlocks(SESSION) == SessionUnlocks(
+        first_unlocked_at=LOCK_EVENT_AT, unlock_count=2
+    )
+    assert await database.get_session_unlocks(SESSION) == SessionUnlocks()
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_get_session_unlocks",
+        body={"p_session_id": str(SESSION)},
+    )
+
+
+async def test_record_lock_health(connect: Connect) -> None:
+    database, fake = await connect(rows(200, "alerted"))
+    health = LockHealth(
+        device_id="lock_1",
+        occurred_at=LOCK_EVENT_AT,
+        battery_low=True,
+        battery_level=Decimal("0.120"),
+    )
+    outcome = await database.record_lock_health(
+        health, alert=EMAIL, event_id="ev_1", event_type="device.low_battery"
+    )
+    assert outcome == "alerted"
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_record_lock_health",
+        body={
+            "p_event_id": "ev_1",
+            "p_event_type": "device.low_battery",
+            "p_device_id": "lock_1",
+            "p_occurred_at": "2026-11-30T09:00:05+00:00",
+            "p_online": None,
+            "p_battery_level": "0.120",
+            "p_battery_low": True,
+            "p_tampered": False,
+            "p_alert": EMAIL_JSON,
+        },
+    )
+
+
+async def test_set_pod_disabled(connect: Connect) -> None:
+    database, fake = await connect(rows(200, True), rows(200, False))
+    assert await database.set_pod_disabled("pod1", reason="cleaning") is True
+    assert await database.set_pod_disabled("pod9", reason=None) is False
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_set_pod_disabled",
+        body={"p_name": "pod1", "p_reason": "cleaning"},
+    )
+    assert json.loads(fake.requests[1].content) == {"p_name": "pod9", "p_reason": None}
+
+
 # Booking abuse limits
 
 
@@ -1434,6 +1579,16 @@ OPERATIONS: dict[str, Operation] = {
         since=datetime(2026, 11, 1, tzinfo=UTC), timezone="Europe/London"
     ),
     "forget_attempts": lambda db: db.forget_attempts("admin_sign_in:ip:x"),
+    "is_seam_event_processed": lambda db: db.is_seam_event_processed("ev_1"),
+    "record_seam_event": lambda db: db.record_seam_event("ev_1", "x"),
+    "record_code_set": lambda db: db.record_code_set("ev_1", "x", access_code_id="ac_1"),
+    "get_session_of_access_code": lambda db: db.get_session_of_access_code("ac_1"),
+    "record_unlock": lambda db: db.record_unlock(
+        "ev_1", "x", access_code_id="ac_1", occurred_at=LOCK_EVENT_AT
+    ),
+    "get_session_unlocks": lambda db: db.get_session_unlocks(SESSION),
+    "record_lock_health": lambda db: db.record_lock_health(LOCK_OFFLINE, alert=None),
+    "set_pod_disabled": lambda db: db.set_pod_disabled("pod1", reason=None),
 }
 
 TROUBLE: dict[str, Reply] = {
@@ -1474,7 +1629,8 @@ async def test_trouble_reaching_postgrest_is_database_unavailable(
 def test_every_operation_of_the_protocol_is_covered() -> None:
     from svc.database_accessor import Database
 
-    # Database and the classes it is made of (the operator's queries are a mixin).
+    # Database and the classes it is made of (the operator's queries and the Seam calls are
+    # mixins).
     names = {name for cls in Database.__mro__ if cls is not object for name in vars(cls)}
     protocol = {name for name in names if not name.startswith("_") and name not in ("close",)}
     assert protocol == set(OPERATIONS)
