@@ -81,6 +81,10 @@ class SessionRecord:
         return SessionState.SETTLED
 
 
+REQUEST_ID_KEY = "request_id"
+"""In a queued message's payload: the id of the request that queued it, if one did."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedEmail:
     """A message to queue in the outbox; `dedupe_key` makes queueing it twice a no-op."""
@@ -160,3 +164,13 @@ class CardHold:
     state: str
     error: str | None = None
     pod_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceGauges:
+    """What the database holds now, for the metrics: read in one query at each scrape."""
+
+    open_sessions: int
+    owed_pence: int
+    emails_waiting: int
+    emails_dead: int

@@ -49,6 +49,7 @@ PINNED = {
     "0008_booking_wait_within_window.sql": (
         "b11dbd39474920b8900a7de8b540dfa3d9d98c89020b3d2206b49b483b5867bf"
     ),
+    "0014_service_gauges.sql": ("93234f9be855d4957c44fd654e30814b2bf1ba94e9e1c6b6a1f40df8ab5ffa57"),
 }
 
 ALL_APPLIED = (

@@ -29,6 +29,7 @@ from svc.models.records import (
     Pod,
     PodChanges,
     QueuedEmail,
+    ServiceGauges,
     SessionRecord,
     StartOutcome,
     StartSessionRequest,
@@ -1101,6 +1102,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "record_hold": lambda db: db.record_hold("seti_1", payment_intent_id="pi_1", state="held"),
     "claim_abandoned_holds": lambda db: db.claim_abandoned_holds(idle_seconds=900),
+    "get_service_gauges": lambda db: db.get_service_gauges(),
 }
 
 TROUBLE: dict[str, Reply] = {
@@ -1225,6 +1227,15 @@ async def test_a_query_postgrest_refuses_is_not_hidden_as_unavailable(connect: C
         "22P02",
         'invalid input syntax for type uuid: "x"',
     )
+
+
+async def test_get_service_gauges(connect: Connect) -> None:
+    answer = {"open_sessions": 2, "owed_pence": 526, "emails_waiting": 3, "emails_dead": 1}
+    database, fake = await connect(rows(200, [answer]))
+    assert await database.get_service_gauges() == ServiceGauges(
+        open_sessions=2, owed_pence=526, emails_waiting=3, emails_dead=1
+    )
+    assert_request(fake.requests[0], "POST", "/rest/v1/rpc/qwip_service_gauges", body={})
 
 
 async def test_after_close_nothing_is_sent(connect: Connect) -> None:
