@@ -15,9 +15,11 @@ from fastapi.responses import JSONResponse
 
 from svc import api, background, email_delivery, holds, locks, pages, runtime, sessions
 from svc.api.guards import BodySizeLimit, CrossOrigin, StrictTransportSecurity
+from svc.api.observe import ObserveRequests
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
 from svc.logs import configure_logging
+from svc.metrics import Metrics
 from svc.services import Outbox, Services
 
 logger = logging.getLogger(__name__)
@@ -26,9 +28,9 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    configure_logging(settings.LOG_LEVEL)
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     async with AsyncExitStack() as stack:
-        services, stand_ins = await runtime.open_services(settings, stack)
+        services, stand_ins = await runtime.open_services(settings, stack, app.state.metrics)
         app.state.services = services
         if settings.is_local:
             banner = ["LOCAL MODE: nothing here reaches a real payment, mail or lock service."]
@@ -138,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ConfigurationError as error:
             raise SystemExit(f"qwipsvc cannot start: {error}") from None
     app.state.settings = settings
+    app.state.metrics = Metrics()
     app.add_middleware(BodySizeLimit)
     app.add_middleware(
         CrossOrigin,
@@ -148,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.is_local:
         # Outermost, so the refusals of the middlewares above carry it too.
         app.add_middleware(StrictTransportSecurity)
+    # Outermost: every answer, refusals included, carries its X-Request-ID and is counted.
+    app.add_middleware(ObserveRequests, metrics=app.state.metrics)
     app.add_exception_handler(ServiceError, render_service_error)
     app.add_exception_handler(RequestValidationError, render_validation_error)
     app.include_router(api.router)

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from svc.api import booking, operations, pods, sessions
+from svc.api import booking, metrics, operations, pods, sessions
 
 router = APIRouter()
-for _resource in (operations, pods, sessions, booking):
+for _resource in (operations, pods, sessions, booking, metrics):
     router.include_router(_resource.router)
