@@ -6,7 +6,7 @@ Run it as ``uvicorn svc.main:app``.
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -37,6 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             banner += [f"  {line}" for line in stand_ins] + [f"  open {settings.PUBLIC_URL}/"]
             logger.warning("%s", "\n".join(banner))
         workers = start_background_jobs(services)
+        app.state.workers = workers
         # What the start made (the SDKs, the app, the pool) lives as long as the process:
         # frozen, the collector no longer walks it at every full collection, which would
         # otherwise stall every request in flight while it does.
@@ -46,51 +47,44 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
         finally:
             gc.unfreeze()
-            await stop_workers(workers)
+            await stop_workers([worker.task for worker in workers if worker.task is not None])
 
 
-def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
+def start_background_jobs(services: Services) -> list[background.Worker]:
     """E-mails as soon as they are queued; pending charges, overdue sessions and abandoned
     card holds every round; codes onto and off the locks when smart locks are on.
 
     Each its own job, so that one failing (a charge that raises, say) never skips another:
     an overdue session is ended even while the settlement round keeps failing."""
     interval = services.settings.BACKGROUND_INTERVAL_SECONDS
-    jobs = {
-        "emails": background.run_periodically(
-            "emails",
+    # name: (one round, what wakes it early, how long it lingers once woken)
+    jobs: dict[str, tuple[Callable[[], Awaitable[object]], Outbox, float]] = {
+        "emails": (
             lambda: email_delivery.deliver_all_due_emails(services),
-            wake=services.outbox,
-            interval=interval,
-            quiet=email_delivery.EMAIL_QUIET_SECONDS,
+            services.outbox,
+            email_delivery.EMAIL_QUIET_SECONDS,
         ),
-        "settlements": background.run_periodically(
-            "settlements",
-            lambda: sessions.settle_unsettled_sessions(services),
-            wake=Outbox(),
-            interval=interval,
-        ),
-        "overdue": background.run_periodically(
-            "overdue",
-            lambda: sessions.end_overdue_sessions(services),
-            wake=Outbox(),
-            interval=interval,
-        ),
-        "holds": background.run_periodically(
-            "holds",
-            lambda: holds.release_abandoned_holds(services),
-            wake=Outbox(),
-            interval=interval,
-        ),
+        "settlements": (lambda: sessions.settle_unsettled_sessions(services), Outbox(), 0.0),
+        "overdue": (lambda: sessions.end_overdue_sessions(services), Outbox(), 0.0),
+        "holds": (lambda: holds.release_abandoned_holds(services), Outbox(), 0.0),
     }
     if services.seam is not None:
-        jobs["locks"] = background.run_periodically(
-            "locks",
+        jobs["locks"] = (
             lambda: locks.put_on_and_take_off_codes(services),
-            wake=services.lock_work,
-            interval=interval,
+            services.lock_work,
+            0.0,
         )
-    return [asyncio.create_task(job, name=name) for name, job in jobs.items()]
+    workers = []
+    for name, (job, wake, quiet) in jobs.items():
+        worker = background.Worker(name, interval)
+        worker.task = asyncio.create_task(
+            background.run_periodically(
+                name, job, wake=wake, interval=interval, quiet=quiet, worker=worker
+            ),
+            name=name,
+        )
+        workers.append(worker)
+    return workers
 
 
 async def stop_workers(workers: list[asyncio.Task[None]]) -> None:
