@@ -147,6 +147,33 @@ async def test_with_a_hold_the_end_counts_one_capture_and_no_charge(
     assert money == {"qwip_captures_total{'outcome': 'succeeded'}": 1}
 
 
+async def test_holds_released_whole_are_counted_as_releases(
+    make_settings: SettingsFactory, stripe_client: stripe.StripeClient, pod: None
+) -> None:
+    async with running(create_app(make_settings(HOLD_MINUTES=60))) as client:
+        first = await booking.save_card(client, stripe_client, pod="pod1", email=CUSTOMER)
+        second = await booking.save_card(client, stripe_client, pod="pod1", email="bo@example.com")
+        before = await scrape(client)
+        session_id = (await booking.confirm_booking(client, first))["session_id"]
+        # The pod is taken: the second card's hold is released at once.
+        refused = await client.post(
+            "/api/confirm-booking",
+            json={"setup_intent_id": second.setup_intent_id, "client_secret": second.client_secret},
+        )
+        assert refused.status_code == 409
+        # Ended at once: below the minimum charge, the first hold is released whole.
+        ended = await client.post("/api/end-session", json={"sessionId": session_id})
+        assert (ended.status_code, ended.json()["payment_status"]) == (200, "not_charged")
+        after = await scrape(client)
+
+    money = {
+        k: v
+        for k, v in moved(before, after).items()
+        if k.split("{")[0] in ("qwip_charges_total", "qwip_captures_total", "qwip_releases_total")
+    }
+    assert money == {"qwip_releases_total{'outcome': 'released'}": 2}
+
+
 async def test_a_card_refused_for_a_taken_pod_counts_a_refusal_by_its_reason(
     client: httpx.AsyncClient, stripe_client: stripe.StripeClient, pod: None
 ) -> None:
