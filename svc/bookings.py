@@ -418,6 +418,7 @@ async def confirm_booking(
     if refusal is not None:
         raise refusal
     result = await start_session(services, setup=setup)
+    services.metrics.count_booking(result.outcome)
     if result.outcome in (StartOutcomeKind.POD_UNAVAILABLE, StartOutcomeKind.REFUSED_BEFORE):
         # Refused before (by the webhook, or an earlier call): the same answer, for good.
         raise PodTaken(result.pod_name or "")
@@ -454,12 +455,8 @@ async def confirm_booking(
 # Webhooks
 
 
-async def handle_webhook(
-    services: Services, *, payload: bytes, signature: str | None
-) -> WebhookAck:
-    event = payments_manager.verify_webhook(
-        payload, signature, secret=services.settings.stripe_webhook_secret
-    )
+async def handle_webhook(services: Services, event: StripeEvent) -> WebhookAck:
+    """A Stripe event, verified by webhooks.receive_stripe_event, acted on."""
     if await services.db.is_event_processed(event.id):
         logger.info("webhook.duplicate event_id=%s type=%s", event.id, event.type)
         return WebhookAck(status="duplicate")
@@ -502,6 +499,7 @@ async def _start_from_event(services: Services, event: StripeEvent) -> WebhookAc
         )
         return WebhookAck(status="ignored")
     result = await start_session(services, setup=setup, event_id=event.id, event_type=event.type)
+    services.metrics.count_booking(result.outcome)
     if result.outcome in (
         StartOutcomeKind.NOT_READY,
         StartOutcomeKind.EXPIRED,

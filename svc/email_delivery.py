@@ -10,10 +10,10 @@ be reached is nobody's message's fault: the messages wait for it, however long.
 import logging
 import math
 
-from svc import email_manager
+from svc import email_manager, request_ids
 from svc.background import retry_delay
 from svc.email_manager import EmailNotSent
-from svc.models.records import OutboxEmail
+from svc.models.records import REQUEST_ID_KEY, OutboxEmail
 from svc.services import Services
 
 logger = logging.getLogger(__name__)
@@ -39,15 +39,27 @@ async def deliver_due_emails(services: Services) -> int:
         if sent:
             await services.db.mark_emails_sent([email.id for email in sent])
         for email, failure in zip(emails, failures, strict=True):
-            if failure is None:
-                logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
-            elif failure.hopeless or (
-                failure.refused and email.attempts >= services.settings.EMAIL_MAX_ATTEMPTS
-            ):
-                await _dead_letter(services, email, failure)
-            else:
-                await _postpone(services, email, failure)
+            with request_ids.bound(email.payload.get(REQUEST_ID_KEY)):
+                await _account_for(services, email, failure)
     return len(emails)
+
+
+async def _account_for(
+    services: Services, email: OutboxEmail, failure: EmailNotSent | None
+) -> None:
+    """Log, count, and set aside or retry, one message of the round."""
+    metrics = services.metrics
+    if failure is None:
+        metrics.emails_sent.labels(email.kind).inc()
+        logger.info("email.sent kind=%s attempt=%s", email.kind, email.attempts)
+    elif failure.hopeless or (
+        failure.refused and email.attempts >= services.settings.EMAIL_MAX_ATTEMPTS
+    ):
+        metrics.emails_failed.labels(email.kind, "dead").inc()
+        await _dead_letter(services, email, failure)
+    else:
+        metrics.emails_failed.labels(email.kind, "retry").inc()
+        await _postpone(services, email, failure)
 
 
 async def _dead_letter(services: Services, email: OutboxEmail, failure: EmailNotSent) -> None:

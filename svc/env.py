@@ -42,6 +42,10 @@ class Settings(BaseSettings):
 
     APP_ENV: AppEnv = AppEnv.LOCAL
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one readable line per record; json: one JSON object per line, for a collector.
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    # A bearer token that GET /metrics then requires; unset, /metrics is open.
+    METRICS_TOKEN: SecretStr | None = None
 
     # Stripe
     STRIPE_SECRET: SecretStr | None = None

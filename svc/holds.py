@@ -141,8 +141,10 @@ async def release_hold(
         try:
             await payments_manager.cancel_hold(services.stripe, payment_intent_id=payment_intent_id)
         except PaymentProviderUnavailable:
+            services.metrics.count_release("unavailable")
             logger.warning("booking.hold_release_later setup_intent=%s", setup_intent_id)
             return
+        services.metrics.count_release("released")
     await services.db.record_hold(
         setup_intent_id, payment_intent_id=payment_intent_id, state="canceled"
     )

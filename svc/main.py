@@ -6,7 +6,7 @@ Run it as ``uvicorn svc.main:app``.
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -26,9 +26,11 @@ from svc import (
     sessions,
 )
 from svc.api.guards import BodySizeLimit, CrossOrigin, StrictTransportSecurity
+from svc.api.observe import ObserveRequests
 from svc.env import ConfigurationError, Settings, load_settings
 from svc.errors import ServiceError
 from svc.logs import configure_logging
+from svc.metrics import Metrics
 from svc.services import Outbox, Services
 
 logger = logging.getLogger(__name__)
@@ -37,9 +39,9 @@ logger = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    configure_logging(settings.LOG_LEVEL)
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     async with AsyncExitStack() as stack:
-        services, stand_ins = await runtime.open_services(settings, stack)
+        services, stand_ins = await runtime.open_services(settings, stack, app.state.metrics)
         app.state.services = services
         if settings.is_local:
             banner = ["LOCAL MODE: nothing here reaches a real payment, mail or lock service."]
@@ -47,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             banner += [f"  open {settings.PUBLIC_URL}/"]
             logger.warning("%s", "\n".join(banner))
         workers = start_background_jobs(services)
+        app.state.workers = workers
         # What the start made (the SDKs, the app, the pool) lives as long as the process:
         # frozen, the collector no longer walks it at every full collection, which would
         # otherwise stall every request in flight while it does.
@@ -56,10 +59,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
         finally:
             gc.unfreeze()
-            await stop_workers(workers)
+            await stop_workers([worker.task for worker in workers if worker.task is not None])
 
 
-def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
+def start_background_jobs(services: Services) -> list[background.Worker]:
     """E-mails as soon as they are queued; pending charges, overdue sessions, reminders and
     abandoned card holds every round; codes onto and off the locks, and backup codes for
     codes the locks are slow to set, when smart locks are on.
@@ -67,53 +70,40 @@ def start_background_jobs(services: Services) -> list[asyncio.Task[None]]:
     Each its own job, so that one failing (a charge that raises, say) never skips another:
     an overdue session is ended even while the settlement round keeps failing."""
     interval = services.settings.BACKGROUND_INTERVAL_SECONDS
-    jobs = {
-        "emails": background.run_periodically(
-            "emails",
+    # name: (one round, what wakes it early, how long it lingers once woken)
+    jobs: dict[str, tuple[Callable[[], Awaitable[object]], Outbox, float]] = {
+        "emails": (
             lambda: email_delivery.deliver_all_due_emails(services),
-            wake=services.outbox,
-            interval=interval,
-            quiet=email_delivery.EMAIL_QUIET_SECONDS,
+            services.outbox,
+            email_delivery.EMAIL_QUIET_SECONDS,
         ),
-        "settlements": background.run_periodically(
-            "settlements",
-            lambda: sessions.settle_unsettled_sessions(services),
-            wake=Outbox(),
-            interval=interval,
-        ),
-        "overdue": background.run_periodically(
-            "overdue",
-            lambda: sessions.end_overdue_sessions(services),
-            wake=Outbox(),
-            interval=interval,
-        ),
-        "reminders": background.run_periodically(
-            "reminders",
+        "settlements": (lambda: sessions.settle_unsettled_sessions(services), Outbox(), 0.0),
+        "overdue": (lambda: sessions.end_overdue_sessions(services), Outbox(), 0.0),
+        "reminders": (
             lambda: reminders.remind_sessions_near_the_limit(services),
-            wake=Outbox(),
-            interval=interval,
+            Outbox(),
+            0.0,
         ),
-        "holds": background.run_periodically(
-            "holds",
-            lambda: holds.release_abandoned_holds(services),
-            wake=Outbox(),
-            interval=interval,
-        ),
+        "holds": (lambda: holds.release_abandoned_holds(services), Outbox(), 0.0),
     }
     if services.seam is not None:
-        jobs["locks"] = background.run_periodically(
-            "locks",
+        jobs["locks"] = (
             lambda: locks.put_on_and_take_off_codes(services),
-            wake=services.lock_work,
-            interval=interval,
+            services.lock_work,
+            0.0,
         )
-        jobs["backup_codes"] = background.run_periodically(
-            "backup_codes",
-            lambda: locks.replace_unset_codes(services),
-            wake=Outbox(),
-            interval=interval,
+        jobs["backup_codes"] = (lambda: locks.replace_unset_codes(services), Outbox(), 0.0)
+    workers = []
+    for name, (job, wake, quiet) in jobs.items():
+        worker = background.Worker(name, interval)
+        worker.task = asyncio.create_task(
+            background.run_periodically(
+                name, job, wake=wake, interval=interval, quiet=quiet, worker=worker
+            ),
+            name=name,
         )
-    return [asyncio.create_task(job, name=name) for name, job in jobs.items()]
+        workers.append(worker)
+    return workers
 
 
 async def stop_workers(workers: list[asyncio.Task[None]]) -> None:
@@ -163,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ConfigurationError as error:
             raise SystemExit(f"qwipsvc cannot start: {error}") from None
     app.state.settings = settings
+    app.state.metrics = Metrics()
     app.add_middleware(BodySizeLimit)
     app.add_middleware(
         CrossOrigin,
@@ -173,6 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.is_local:
         # Outermost, so the refusals of the middlewares above carry it too.
         app.add_middleware(StrictTransportSecurity)
+    # Outermost: every answer, refusals included, carries its X-Request-ID and is counted.
+    app.add_middleware(ObserveRequests, metrics=app.state.metrics)
     app.add_exception_handler(ServiceError, render_service_error)
     app.add_exception_handler(RequestValidationError, render_validation_error)
     app.include_router(api.router)

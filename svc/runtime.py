@@ -19,6 +19,7 @@ from svc.email_manager import EmailSender, FileSender, Mailer, SmtpSender
 from svc.env import ConfigurationError, Settings
 from svc.local import LocalServiceError, localstripe, port_is_open, stop_process
 from svc.local.postgres import start_embedded_postgres
+from svc.metrics import Metrics
 from svc.models.records import NewPod
 from svc.services import Outbox, Services
 
@@ -108,8 +109,12 @@ async def start_local_stripe(settings: Settings, stack: AsyncExitStack) -> str:
     return f"localstripe at {base}, started with the service"
 
 
-async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Services, list[str]]:
-    """Everything the lifecycle talks to, and a line per stand-in for local mode's banner."""
+async def open_services(
+    settings: Settings, stack: AsyncExitStack, metrics: Metrics | None = None
+) -> tuple[Services, list[str]]:
+    """Everything the lifecycle talks to, and a line per stand-in for local mode's banner;
+    what it does counted in `metrics` (the app's)."""
+    metrics = metrics or Metrics()
     db, database = await open_database(settings, stack)
     if settings.uses_local_stripe:
         payments = await start_local_stripe(settings, stack)
@@ -121,7 +126,7 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
             "stripe.test_mode app_env=%s: TEST MODE, Stripe test keys charge no real card",
             settings.APP_ENV,
         )
-    stripe_client, http_client = payments_manager.build_client(settings)
+    stripe_client, http_client = payments_manager.build_client(settings, metrics)
     stack.push_async_callback(http_client.close_async)
     sender: EmailSender
     if settings.uses_smtp:
@@ -130,7 +135,7 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
     else:
         sender = FileSender(settings.OUTBOX_DIR)
         email = f"written to {settings.OUTBOX_DIR}/ and printed to this log"
-    seam = seam_accessor.build_client(settings)
+    seam = seam_accessor.build_client(settings, metrics)
     if seam is not None:
         stack.push_async_callback(seam.close)
         locks = f"Seam at {settings.seam_endpoint} for pods with a seam_device_id"
@@ -144,6 +149,7 @@ async def open_services(settings: Settings, stack: AsyncExitStack) -> tuple[Serv
         mailer=Mailer(settings, sender),
         outbox=Outbox(),
         seam=seam,
+        metrics=metrics,
     )
     return services, [
         f"database : {database}",

@@ -21,13 +21,17 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 import httpx
+from httpx_retries import RetryTransport
 from seam import AsyncSeam, SeamError, SeamHttpApiError
+from seam.client import DEFAULT_RETRIES
 from seam.resources import AccessCode
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from svc.env import Settings
 from svc.errors import ServiceError
+from svc.metrics import Metrics
 from svc.models.records import BackupCode
+from svc.outbound import TimedSeamTransport
 from svc.utils import short_id
 
 logger = logging.getLogger(__name__)
@@ -50,16 +54,20 @@ def access_code_name(session_id: UUID) -> str:
     return f"qwip-session-{short_id(session_id)}"
 
 
-def build_client(settings: Settings) -> AsyncSeam | None:
-    """Seam's async client when SEAM_API_KEY is set; the caller closes it."""
+def build_client(settings: Settings, metrics: Metrics | None = None) -> AsyncSeam | None:
+    """Seam's async client when SEAM_API_KEY is set; the caller closes it. Each request
+    (each attempt of the SDK's retries) is timed and counted in `metrics`."""
     if settings.SEAM_API_KEY is None:
         return None
+    timed = TimedSeamTransport(metrics or Metrics())
     return AsyncSeam(
         api_key=settings.SEAM_API_KEY.get_secret_value(),
         endpoint=settings.seam_endpoint,
         timeout=SEAM_TIMEOUT_SECONDS,
         # Nothing here waits on a lock's action; access-code calls never poll anyway.
         wait_for_action_attempt=False,
+        # The SDK's own retries, around the timed transport (it takes one or the other).
+        httpx_options={"transport": RetryTransport(transport=timed, retry=DEFAULT_RETRIES)},
     )
 
 

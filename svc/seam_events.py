@@ -58,13 +58,15 @@ def _health_of(event: SeamEvent) -> LockHealth | None:
     return None
 
 
-async def handle_webhook(
-    services: Services, *, payload: bytes, headers: Mapping[str, str]
-) -> WebhookAck:
+def verified_event(services: Services, *, payload: bytes, headers: Mapping[str, str]) -> SeamEvent:
+    """The event, if Seam signed it with SEAM_WEBHOOK_SECRET (400 otherwise)."""
     secret = services.settings.SEAM_WEBHOOK_SECRET
     if secret is None:
         raise SeamWebhooksOff()
-    event = verify_webhook(payload, headers, secret=secret.get_secret_value())
+    return verify_webhook(payload, headers, secret=secret.get_secret_value())
+
+
+async def handle_event(services: Services, event: SeamEvent) -> WebhookAck:
     outcome = await _process(services, event)
     if outcome == "duplicate":
         logger.info("seam_webhook.duplicate event_id=%s type=%s", event.id, event.type)

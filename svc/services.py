@@ -10,6 +10,7 @@ from seam import AsyncSeam
 from svc.database_accessor import Database
 from svc.email_manager import Mailer
 from svc.env import Settings
+from svc.metrics import Metrics
 from svc.seam_accessor import LockStateCache
 
 # A woken worker lingers at most this long for more work to do in the same round.
@@ -64,6 +65,8 @@ class Services:
     lock_work: Outbox = field(default_factory=Outbox)
     lock_states: LockStateCache = field(default_factory=LockStateCache)
     """Seam's last answer about each lock, for LOCK_STATUS_CACHE_SECONDS."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """The app's counters (GET /metrics)."""
 
     def has_smart_lock(self, seam_device_id: str | None) -> bool:
         return self.seam is not None and seam_device_id is not None

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from uuid import UUID
 
-from svc import email_manager, payments_manager
+from svc import email_manager, payments, payments_manager
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.models.records import Pod, SessionRecord
@@ -184,7 +184,7 @@ async def settle(
         outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, None, None)
         return await _record(services, session, outcome)
     try:
-        outcome = await _charge_off_session(services, session, cost)
+        outcome = await payments.charge(services, session, cost)
     except PaymentProviderUnavailable:
         # Nothing recorded: the next call (or the background round) tries again with the
         # same amount and the same idempotency key, so Stripe charges at most once.
@@ -194,21 +194,6 @@ async def settle(
         await db.release_charge(session.id)
         return await find_session(db, session.id)
     return await _record(services, session, outcome)
-
-
-async def _charge_off_session(
-    services: Services, session: SessionRecord, amount_pence: int
-) -> payments_manager.ChargeOutcome:
-    """The saved card charged off-session: the whole cost without a hold, or what is
-    above the hold with one (both under the session's one charge key)."""
-    return await payments_manager.charge_session(
-        services.stripe,
-        session_id=session.id,
-        amount_pence=amount_pence,
-        currency=session.currency,
-        customer_id=session.stripe_customer_id,
-        payment_method_id=session.stripe_payment_method,
-    )
 
 
 async def _settle_hold(services: Services, session: SessionRecord, cost: int) -> SessionRecord:
@@ -221,13 +206,11 @@ async def _settle_hold(services: Services, session: SessionRecord, cost: int) ->
     assert hold_id is not None and held is not None
     try:
         if cost < settings.MINIMUM_CHARGE_PENCE:
-            await payments_manager.cancel_hold(services.stripe, payment_intent_id=hold_id)
+            await payments.release(services, hold_id)
             outcome = payments_manager.ChargeOutcome(PaymentStatus.NOT_CHARGED, hold_id, None)
             return await _record(services, session, outcome, captured=0, released=held)
         captured = min(cost, held)
-        outcome = await payments_manager.capture_hold(
-            services.stripe, session_id=session.id, payment_intent_id=hold_id, amount_pence=captured
-        )
+        outcome = await payments.capture(services, session, hold_id, captured)
         if outcome.status is not PaymentStatus.SUCCEEDED or cost <= held:
             if outcome.status is not PaymentStatus.SUCCEEDED:
                 captured = 0
@@ -235,7 +218,7 @@ async def _settle_hold(services: Services, session: SessionRecord, cost: int) ->
                 services, session, outcome, captured=captured, released=held - captured
             )
         # Above the hold: the rest, off-session, as a session without a hold is charged.
-        outcome = await _charge_off_session(services, session, cost - held)
+        outcome = await payments.charge(services, session, cost - held)
     except PaymentProviderUnavailable:
         # Nothing recorded: the retry sends the same calls with the same keys, for the
         # amount the first attempt fixed.

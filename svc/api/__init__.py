@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from svc.api import booking, operations, pods, recovery, seam, sessions
+from svc.api import booking, metrics, operations, pods, recovery, seam, sessions
 
 router = APIRouter()
-for _resource in (operations, pods, sessions, booking, recovery, seam):
+for _resource in (operations, pods, sessions, booking, recovery, seam, metrics):
     router.include_router(_resource.router)

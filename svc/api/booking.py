@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from svc import bookings
+from svc import bookings, webhooks
 from svc.api.deps import (
     POD_QUERY,
     MissingParameter,
@@ -200,6 +200,6 @@ async def receive_stripe_webhook(
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> WebhookAck:
     """Stripe's events, verified on the raw body: card saved, payment succeeded or failed."""
-    return await bookings.handle_webhook(
+    return await webhooks.receive_stripe_event(
         services, payload=await request.body(), signature=stripe_signature
     )

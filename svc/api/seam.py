@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Request
 
-from svc import seam_events
+from svc import webhooks
 from svc.api.deps import ServicesDep, errors
 from svc.models.schemas import WebhookAck
 
@@ -14,6 +14,6 @@ async def receive_seam_webhook(request: Request, services: ServicesDep) -> Webho
     """Seam's events, verified on the raw body (Svix's svix-id, svix-timestamp and
     svix-signature headers, at most 5 minutes old): a code set on its lock or not, an
     unlock by a session's code, a lock offline or back, its battery, tampering."""
-    return await seam_events.handle_webhook(
+    return await webhooks.receive_seam_event(
         services, payload=await request.body(), headers=request.headers
     )

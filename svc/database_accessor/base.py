@@ -31,6 +31,7 @@ from svc.models.records import (
     PodChanges,
     QueuedEmail,
     RecoveryAttempt,
+    ServiceGauges,
     SessionRecord,
     StartOutcome,
     StartSessionRequest,
@@ -591,4 +592,19 @@ class Database(OperatorQueries, SeamCalls, ABC):
         return await self._flag(
             "qwip_dead_letter_email",
             {"p_email_id": email_id, "p_error": error, "p_notice": _email_json(notice)},
+        )
+
+    # Metrics
+
+    async def get_service_gauges(self) -> ServiceGauges:
+        """Open sessions, pence owed, e-mails waiting and dead: one call, at each scrape."""
+        function = "qwip_service_gauges"
+        row = await self._first_row(function, {})
+        if row is None:
+            raise TypeError(f"{function}: no row from {self.answers_from}")
+        return ServiceGauges(
+            open_sessions=int(row["open_sessions"]),
+            owed_pence=int(row["owed_pence"]),
+            emails_waiting=int(row["emails_waiting"]),
+            emails_dead=int(row["emails_dead"]),
         )

@@ -8,8 +8,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from svc import request_ids
 from svc.addresses import valid_recipient
 from svc.models.records import (
+    REQUEST_ID_KEY,
     CardHold,
     ChargeClaim,
     EndedSession,
@@ -155,7 +157,11 @@ def _email_json(email: QueuedEmail | None) -> dict[str, Any] | None:
         if email.recipient:
             logger.error("email.not_queued kind=%s reason=invalid_recipient", email.kind)
         return None
-    return email.as_json()
+    queued = email.as_json()
+    if (request_id := request_ids.current()) is not None:
+        # The request that queued it: the sender's lines about the message carry its id.
+        queued["payload"] = {**queued["payload"], REQUEST_ID_KEY: request_id}
+    return queued
 
 
 def _emails_json(emails: Sequence[QueuedEmail]) -> list[dict[str, Any]]:

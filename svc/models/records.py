@@ -94,6 +94,10 @@ class SessionRecord:
         return SessionState.SETTLED
 
 
+REQUEST_ID_KEY = "request_id"
+"""In a queued message's payload: the id of the request that queued it, if one did."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedEmail:
     """A message to queue in the outbox; `dedupe_key` makes queueing it twice a no-op."""
@@ -210,3 +214,13 @@ class LockHealth:
     battery_level: Decimal | None = None
     battery_low: bool | None = None
     tampered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceGauges:
+    """What the database holds now, for the metrics: read in one query at each scrape."""
+
+    open_sessions: int
+    owed_pence: int
+    emails_waiting: int
+    emails_dead: int

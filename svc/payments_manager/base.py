@@ -10,6 +10,8 @@ import stripe
 
 from svc.env import Settings
 from svc.errors import ServiceError
+from svc.metrics import Metrics
+from svc.outbound import TimedStripeClient
 from svc.types import PaymentStatus
 
 logger = logging.getLogger(__name__)
@@ -104,14 +106,17 @@ def _id_of(value: object) -> str | None:
     return None
 
 
-def build_client(settings: Settings) -> tuple[stripe.StripeClient, stripe.AIOHTTPClient]:
+def build_client(
+    settings: Settings, metrics: Metrics | None = None
+) -> tuple[stripe.StripeClient, stripe.AIOHTTPClient]:
     """One async client for the app's life; the HTTP client is returned so it can be closed.
 
     The SDK's aiohttp transport rather than its httpx one: it spends less CPU per request
     (bench/history.md has the measurement), which is what lets a burst of concurrent
-    charges overlap their wait on Stripe instead of queueing for the CPU.
+    charges overlap their wait on Stripe instead of queueing for the CPU. Each request
+    through it is timed and counted in `metrics`.
     """
-    http_client = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=20))
+    http_client = TimedStripeClient(metrics or Metrics(), timeout=aiohttp.ClientTimeout(total=20))
     base = settings.stripe_api_base
     client = stripe.StripeClient(
         settings.stripe_secret,

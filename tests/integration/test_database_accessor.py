@@ -31,6 +31,7 @@ from svc.models.records import (
     PodChanges,
     QueuedEmail,
     RecoveryAttempt,
+    ServiceGauges,
     SessionUnlocks,
     StartSessionRequest,
 )
@@ -669,6 +670,33 @@ async def test_record_payment_with_an_event_id_runs_once(db: Database) -> None:
     assert (first, second) == ("recorded", "duplicate")
 
 
+async def test_service_gauges_count_open_sessions_pence_owed_and_waiting_emails(
+    db: Database, sql: asyncpg.Connection
+) -> None:
+    assert await db.get_service_gauges() == ServiceGauges(0, 0, 0, 0)
+    declined = await ended_session(db)  # pod1, ended
+    await paid(db, declined, PaymentStatus.FAILED, cost_pence=263)
+    other = await db.insert_pod(replace(POD, name="pod2"))
+    above_hold = start_request(other.id, setup_intent="seti_2")
+    await db.start_session(above_hold)
+    await db.end_session(above_hold.session_id, max_minutes=180, lease_seconds=60)
+    # A hold of 1500 captured whole, the 500 above it declined: 500 owed.
+    await sql.execute(
+        "update pod_sessions set cost_pence = 2000, captured_pence = 1500,"
+        " payment_status = 'failed' where id = $1",
+        above_hold.session_id,
+    )
+    third = await db.insert_pod(replace(POD, name="pod3"))
+    await db.start_session(start_request(third.id, setup_intent="seti_3"))
+    # Queued: the three access codes; one of them set aside for good.
+    [first, *_] = await db.claim_emails(limit=1, lease_seconds=60)
+    assert await db.dead_letter_email(first.id, error="refused", notice=None)
+
+    assert await db.get_service_gauges() == ServiceGauges(
+        open_sessions=1, owed_pence=263 + 500, emails_waiting=2, emails_dead=1
+    )
+
+
 async def test_outbox_hands_each_email_to_one_sender(db: Database) -> None:
     await db.queue_emails(
         [QueuedEmail(dedupe_key=f"k{i}", kind="x", recipient="a@b.c", payload={}) for i in range(5)]
@@ -877,6 +905,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_seam_code_set(text,text,text)",
         "qwip_seam_event_seen(text)",
         "qwip_seam_lock_unlocked(text,text,text,timestamp with time zone)",
+        "qwip_service_gauges()",
         "qwip_service_only(text[])",
         "qwip_session_of_access_code(text)",
         "qwip_session_refunds(uuid)",

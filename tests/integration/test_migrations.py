@@ -64,6 +64,7 @@ PINNED = {
     "0013_operator_console.sql": (
         "0a07c7aee601e0059572cce6032c8e77a2aecedb892a8d8604a7508d9ae1d815"
     ),
+    "0014_service_gauges.sql": ("93234f9be855d4957c44fd654e30814b2bf1ba94e9e1c6b6a1f40df8ab5ffa57"),
     "0015_session_of_access_code.sql": (
         "09ff9e78bcbce5dedf1d1fda5c046a9066f54a9289271dfe142329febc2279c1"
     ),

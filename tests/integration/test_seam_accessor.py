@@ -5,10 +5,13 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from seam import AsyncSeam
 
 from svc import seam_accessor
 from svc.env import Settings
+from svc.metrics import Metrics
 from svc.seam_accessor import (
     LockCannotTakeCodes,
     LockNotFound,
@@ -186,3 +189,44 @@ async def test_a_wrong_api_key_is_refused(fake_seam_url: str) -> None:
         await seam.close()
     assert (raised.value.status_code, raised.value.retryable) == (502, False)
     assert raised.value.reason == "deleting the code: Seam refused SEAM_API_KEY"
+
+
+def seam_samples(metrics: Metrics) -> dict[str, float]:
+    """The Seam series that counted anything, by name and operation."""
+    return {
+        f"{sample.name} {sample.labels['operation']}": sample.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        if family.name.startswith("qwip_seam")
+        for sample in family.samples
+        if sample.name.endswith(("_count", "_total")) and sample.value
+    }
+
+
+async def test_each_call_is_timed_and_a_failed_one_counted_as_an_error(
+    fake_seam_url: str,
+) -> None:
+    metrics = Metrics()
+    settings = Settings(_env_file=None, SEAM_API_KEY=SEAM_KEY, SEAM_ENDPOINT=fake_seam_url)
+    seam = seam_accessor.build_client(settings, metrics)
+    assert seam is not None
+    try:
+        await seam_accessor.get_lock_state(seam, device_id=LOCK)
+    finally:
+        await seam.close()
+    assert seam_samples(metrics) == {"qwip_seam_request_duration_seconds_count GET /devices/get": 1}
+
+    down = Settings(
+        _env_file=None, SEAM_API_KEY=SEAM_KEY, SEAM_ENDPOINT=f"http://127.0.0.1:{free_port()}"
+    )
+    seam = seam_accessor.build_client(down, metrics)
+    assert seam is not None
+    try:
+        with pytest.raises(LockServiceUnavailable):
+            await seam_accessor.get_lock_state(seam, device_id=LOCK)
+    finally:
+        await seam.close()
+    # The SDK's own retries (two, for a read) pass through the timing: three attempts.
+    assert seam_samples(metrics) == {
+        "qwip_seam_request_duration_seconds_count GET /devices/get": 4,
+        "qwip_seam_errors_total GET /devices/get": 3,
+    }

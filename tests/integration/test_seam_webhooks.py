@@ -38,6 +38,7 @@ from tests.integration.test_locks import (
     seam_down,
     wait_until,
 )
+from tests.integration.test_metrics import moved, scrape
 from tests.support.settings import OPERATOR
 
 SECRET = "whsec_" + base64.b64encode(b"qwip seam webhook test secret!!!").decode()
@@ -265,6 +266,28 @@ async def test_a_replayed_event_changes_nothing(
     assert (replay.status_code, replay.json()) == (200, {"status": "duplicate"})
     assert await pod_listed(client, "locked") == AVAILABLE
     assert await operator_alerts(sql) == ["the lock of locked is offline"]
+
+
+async def test_seam_events_are_counted_in_the_metrics_by_type_and_outcome(
+    client: httpx.AsyncClient, pods: dict[str, int]
+) -> None:
+    before = await scrape(client)
+    disconnected = device_event("device.disconnected")
+    assert (await deliver(client, disconnected)).json() == {"status": "success"}
+    assert (await deliver(client, disconnected)).json() == {"status": "duplicate"}
+    assert (await deliver(client, seam_event("device.added"))).json() == {"status": "ignored"}
+    body, headers = _other_secret(device_event("device.connected"))
+    assert (await client.post("/webhook/seam", content=body, headers=headers)).status_code == 400
+    after = await scrape(client)
+
+    events = {k: v for k, v in moved(before, after).items() if k.startswith("qwip_webhook")}
+    labels = "{'outcome': '%s', 'source': 'seam', 'type': '%s'}"
+    assert events == {
+        "qwip_webhook_events_total" + labels % ("success", "device.disconnected"): 1,
+        "qwip_webhook_events_total" + labels % ("duplicate", "device.disconnected"): 1,
+        "qwip_webhook_events_total" + labels % ("ignored", "device.added"): 1,
+        "qwip_webhook_events_total" + labels % ("invalid", "unverified"): 1,
+    }
 
 
 def _stale(event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:

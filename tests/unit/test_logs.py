@@ -1,9 +1,11 @@
+import json
 import logging
+from typing import Any
 from uuid import UUID
 
 import pytest
 
-from svc.logs import RedactSessionIds
+from svc.logs import JsonFormatter, RedactSessionIds, TextFormatter
 
 SESSION = "6a1f2c3e-1111-4222-8333-944455556666"
 
@@ -85,3 +87,41 @@ def test_the_redacted_forms_are_forms_the_routes_accept(value: str) -> None:
 )
 def test_what_is_not_a_uuid_is_logged_as_it_came(path: str) -> None:
     assert access_line(path) == f'127.0.0.1:5000 - "GET {path} HTTP/1.1" 200'
+
+
+def record_of(message: str, *, request_id: str | None, error: Exception | None = None) -> Any:
+    record = logging.LogRecord(
+        "svc.bookings",
+        logging.WARNING,
+        __file__,
+        1,
+        message,
+        (),
+        (type(error), error, None) if error else None,
+    )
+    record.request_id = request_id
+    record.created = 1795000000.25
+    return record
+
+
+def test_a_text_line_ends_with_its_request_id_when_it_has_one() -> None:
+    formatter = TextFormatter()
+    inside = formatter.format(record_of("booking.started pod=pod1", request_id="ab12"))
+    outside = formatter.format(record_of("background.error job=emails", request_id=None))
+    assert inside.endswith(" WARNING svc.bookings booking.started pod=pod1 request_id=ab12")
+    assert outside.endswith(" WARNING svc.bookings background.error job=emails")
+
+
+def test_a_json_line_is_one_object_with_the_traceback_when_there_is_one() -> None:
+    line = JsonFormatter().format(
+        record_of("payment.failed\nsecond line", request_id="ab12", error=ValueError("boom"))
+    )
+    assert "\n" not in line
+    assert json.loads(line) == {
+        "time": "2026-11-18T11:06:40.250+00:00",
+        "level": "WARNING",
+        "logger": "svc.bookings",
+        "message": "payment.failed\nsecond line",
+        "request_id": "ab12",
+        "exception": "ValueError: boom",
+    }

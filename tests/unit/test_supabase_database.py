@@ -32,6 +32,7 @@ from svc.models.records import (
     PodChanges,
     QueuedEmail,
     RecoveryAttempt,
+    ServiceGauges,
     SessionRecord,
     SessionUnlocks,
     StartOutcome,
@@ -1589,6 +1590,7 @@ OPERATIONS: dict[str, Operation] = {
     "get_session_unlocks": lambda db: db.get_session_unlocks(SESSION),
     "record_lock_health": lambda db: db.record_lock_health(LOCK_OFFLINE, alert=None),
     "set_pod_disabled": lambda db: db.set_pod_disabled("pod1", reason=None),
+    "get_service_gauges": lambda db: db.get_service_gauges(),
 }
 
 TROUBLE: dict[str, Reply] = {
@@ -1714,6 +1716,15 @@ async def test_a_query_postgrest_refuses_is_not_hidden_as_unavailable(connect: C
         "22P02",
         'invalid input syntax for type uuid: "x"',
     )
+
+
+async def test_get_service_gauges(connect: Connect) -> None:
+    answer = {"open_sessions": 2, "owed_pence": 526, "emails_waiting": 3, "emails_dead": 1}
+    database, fake = await connect(rows(200, [answer]))
+    assert await database.get_service_gauges() == ServiceGauges(
+        open_sessions=2, owed_pence=526, emails_waiting=3, emails_dead=1
+    )
+    assert_request(fake.requests[0], "POST", "/rest/v1/rpc/qwip_service_gauges", body={})
 
 
 async def test_after_close_nothing_is_sent(connect: Connect) -> None:
