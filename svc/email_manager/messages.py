@@ -171,6 +171,7 @@ def settlement_emails(
                     "error": error or "",
                     "customer_email": customer or "",
                     "stripe_customer_id": session.stripe_customer_id,
+                    "pay_url": pay_url,
                 }
             )
             emails.append(

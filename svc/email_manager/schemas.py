@@ -128,6 +128,8 @@ class PaymentFailedOperatorEmail(_SessionFacts):
     error: str
     customer_email: str
     stripe_customer_id: str | None = None
+    # The session's pay page, as the customer was sent it (absent in rows queued before).
+    pay_url: str | None = None
 
 
 class RefundEmail(_Payload):

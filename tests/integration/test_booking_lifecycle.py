@@ -390,6 +390,11 @@ async def test_a_declined_charge_ends_the_session_and_tells_both(
     assert operator_mail.subject == "Payment failed: £2.50 owed for pod1"
     assert str(session_id) in operator_mail.text
     assert "Amount owed: £2.50" in operator_mail.text
+    assert (
+        "What happens next: the customer was e-mailed a link to pay it on-session "
+        f"(http://qwip.test/pay?sessionId={session_id})" in operator_mail.text
+    )
+    assert "no new booking starts with this e-mail address or this card" in operator_mail.text
     assert mailbox.messages("receipt") == []
     row = await sql.fetchrow("select * from pod_sessions where id = $1", session_id)
     assert (row["cost_pence"], row["payment_status"]) == (250, "failed")
