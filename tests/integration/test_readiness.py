@@ -12,7 +12,7 @@ async def test_readyz_is_503_naming_a_stopped_worker(
     ready = await client.get("/readyz")
     assert (ready.status_code, ready.json()) == (200, {"status": "ok"})
     workers = {worker.name: worker for worker in app.state.workers}
-    assert sorted(workers) == ["emails", "holds", "overdue", "settlements"]
+    assert sorted(workers) == ["emails", "holds", "overdue", "reminders", "settlements"]
     stopped = workers["settlements"].task
     assert stopped is not None
     stopped.cancel()
