@@ -855,7 +855,6 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
     finally:
         await connection.close()
     assert [row["function"] for row in rows] == [
-        "boolean,jsonb)",
         "qwip_begin_hold(text,uuid,bigint,integer,text)",
         "qwip_begin_recovery(uuid,integer)",
         "qwip_claim_abandoned_holds(integer)",
@@ -879,7 +878,9 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_list_overdue_sessions(integer)",
         "qwip_list_reminders_due(integer,integer)",
         "qwip_list_session_emails(uuid)",
-        "qwip_list_sessions(boolean,boolean,timestamp with time zone,text,uuid,integer)",
+        "qwip_list_session_refunds(uuid)",
+        "qwip_list_sessions(boolean,boolean,boolean,boolean,timestamp with time zone,text,uuid,"
+        "integer)",
         "qwip_list_unsettled_sessions(integer)",
         "qwip_money_by_day(timestamp with time zone,text)",
         "qwip_note_session_times()",
@@ -892,6 +893,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_record_event(text,text,jsonb)",
         "qwip_record_hold(text,text,text,text)",
         "qwip_record_lock_health(text,text,text,timestamp with time zone,boolean,numeric,boolean,"
+        "boolean,jsonb)",
         "qwip_record_payment(uuid,integer,text,text,text,jsonb,text,text)",
         "qwip_record_recovery(uuid,integer,text)",
         "qwip_record_refund(bigint,text,text,jsonb)",
@@ -900,6 +902,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_record_settlement(uuid,integer,text,text,text,jsonb,text,text,integer,integer)",
         "qwip_recount_refunds(uuid)",
         "qwip_refundable_parts(pod_sessions)",
+        "qwip_refunds_by_day(timestamp with time zone,text)",
         "qwip_reserve_refund(uuid,uuid,integer,text)",
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_seam_code_set(text,text,text)",
