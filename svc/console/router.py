@@ -312,7 +312,8 @@ async def show_session(raw_id: str, request: Request, services: ServicesDep) -> 
         return to_sign_in()
     done = DONE.get(request.query_params.get("done", ""))
     pence = request.query_params.get("pence", "")[:9]
-    refunded_now = int(pence) if done and pence.isdigit() else None
+    refunded = request.query_params.get("done") == "refunded" and pence.isdigit()
+    refunded_now = int(pence) if refunded else None
     return await session_page(
         services, auth, visitor, raw_id, message=done, refunded_now=refunded_now
     )
