@@ -1256,7 +1256,7 @@ async def test_code_events_and_unlocks_on_either_backend(db: Database) -> None:
         first_unlocked_at=at, unlock_count=1
     )
     assert await db.get_session_of_access_code("ac_1") == session_id
-    assert await db.fail_access_code(session_id) is True
+    assert await db.fail_access_code_without_backup(session_id) is True
     assert await db.get_session_of_access_code("ac_1") is None
     assert await db.record_seam_event("ev_3", "access_code.failed_to_set_on_device") is True
     assert await db.record_seam_event("ev_3", "access_code.failed_to_set_on_device") is False
