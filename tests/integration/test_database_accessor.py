@@ -1225,9 +1225,12 @@ async def test_lock_health_and_disabling_on_either_backend(db: Database) -> None
         == "unknown"
     )
 
+    low = LockHealth("lock_1", at, battery_level=Decimal("0.15"), battery_low=True)
+    assert await db.record_lock_health(low, alert=None) == "recorded"
     assert await db.set_pod_disabled("pod1", reason="cleaning") is True
     [listed] = await db.list_pods()
     assert (listed.disabled_reason, listed.lock_online) == ("cleaning", False)
+    assert (listed.lock_battery_level, listed.lock_battery_low) == (Decimal("0.150"), True)
     assert await db.set_pod_disabled("pod1", reason=None) is True
     assert await db.set_pod_disabled("pod9", reason=None) is False
     assert await db.is_seam_event_processed("ev_1") is True
