@@ -70,7 +70,8 @@ async def find_details(db: Database, session_id: UUID) -> SessionDetails:
 async def session_story(db: Database, session_id: UUID) -> SessionStory:
     details = await find_details(db, session_id)
     emails = await db.list_session_emails(session_id)
-    return SessionStory(details, build_timeline(details, emails))
+    refunds = await db.list_session_refunds(session_id)
+    return SessionStory(details, build_timeline(details, emails, refunds))
 
 
 async def end_session(services: Services, session_id: UUID) -> EndSessionResult:

@@ -59,6 +59,8 @@ def add_commands(groups: "argparse._SubParsersAction[Any]") -> "argparse._SubPar
     listing = commands.add_parser("list", help="sessions, newest first")
     listing.add_argument("--open", action="store_true", help="only the open ones")
     listing.add_argument("--owed", action="store_true", help="only those whose charge failed")
+    listing.add_argument("--refunded", action="store_true", help="only those refunded (in part)")
+    listing.add_argument("--disputed", action="store_true", help="only those disputed")
     listing.add_argument("--since", type=day, help="started on or after DATE (YYYY-MM-DD)")
     listing.add_argument("--email", type=email, help="booked with this e-mail address")
     show = commands.add_parser("show", help="a session and its whole timeline")
@@ -112,7 +114,12 @@ async def run(args: argparse.Namespace, settings: Settings, stack: AsyncExitStac
     if args.since is not None:
         since = datetime.combine(args.since, time.min, tzinfo=settings.timezone)
     found = await db.list_session_details(
-        open_only=args.open, owed_only=args.owed, since=since, email=args.email
+        open_only=args.open,
+        owed_only=args.owed,
+        refunded_only=args.refunded,
+        disputed_only=args.disputed,
+        since=since,
+        email=args.email,
     )
     if args.json:
         return _dump([session_json(details) for details in found])
@@ -141,6 +148,8 @@ def session_json(details: SessionDetails) -> dict[str, Any]:
         "captured_pence": session.captured_pence,
         "released_pence": session.released_pence,
         "no_charge_reason": details.no_charge_reason,
+        "refunded_pence": details.refunded_pence,
+        "disputed_at": details.disputed_at.isoformat() if details.disputed_at else None,
     }
 
 
@@ -170,7 +179,7 @@ def table(found: Sequence[SessionDetails], settings: Settings) -> str:
                 _when(session.end_time, settings) if session.end_time else "open",
                 format_duration(seconds),
                 format_money(session_cost_pence(session), session.currency),
-                session.payment_status.value if session.payment_status else "-",
+                _payment(details),
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
@@ -178,6 +187,16 @@ def table(found: Sequence[SessionDetails], settings: Settings) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _payment(details: SessionDetails) -> str:
+    session = details.session
+    words = [session.payment_status.value if session.payment_status else "-"]
+    if details.refunded_pence:
+        words.append(f"{format_money(details.refunded_pence, session.currency)} refunded")
+    if details.disputed_at is not None:
+        words.append("disputed")
+    return ", ".join(words)
 
 
 def describe_story(story: SessionStory, settings: Settings) -> str:

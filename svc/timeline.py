@@ -1,13 +1,13 @@
 """A session's story for the operator, in order: booked, hold, code e-mailed, code on the
-lock, end, charge or capture, and every e-mail sent. Built from what the database keeps,
-in one place: a new kind of fact (a refund, an unlock) is one more function below, added
-to `build_timeline`."""
+lock (or the backup code), the first unlock, the overstay reminder, end, charge or capture,
+refunds, a dispute, and every e-mail sent. Built from what the database keeps, in one
+place: a new kind of fact is one more function below, added to `build_timeline`."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from svc.models.operator import SessionDetails, SessionEmail
+from svc.models.operator import SessionDetails, SessionEmail, SessionRefund
 from svc.types import AccessCodeStatus, PaymentStatus
 from svc.utils import elapsed_seconds, format_duration, format_money, format_price_per_minute
 
@@ -19,6 +19,11 @@ EMAIL_NAMES = {
     "payment_failed_operator": "payment failed (operator)",
     "lock_failed": "lock failed",
     "operator_alert": "operator alert",
+    "backup_code": "backup code",
+    "backup_code_operator": "backup code (operator)",
+    "reminder": "overstay reminder",
+    "refund_operator": "refund (operator)",
+    "dispute_operator": "dispute (operator)",
 }
 
 
@@ -38,14 +43,23 @@ class TimelineEvent:
         }
 
 
-def build_timeline(details: SessionDetails, emails: Iterable[SessionEmail]) -> list[TimelineEvent]:
+def build_timeline(
+    details: SessionDetails,
+    emails: Iterable[SessionEmail],
+    refunds: Sequence[SessionRefund] = (),
+) -> list[TimelineEvent]:
     """Every event of the session, oldest first; those of no time (what it is still
     waiting for) last."""
     events = [
         *_booking(details),
         *_lock(details),
+        *_backup_code(details),
+        *_unlocks(details),
+        *_reminder(details),
         *_end(details),
         *_payment(details),
+        *(_refund(refund, details) for refund in refunds),
+        *_dispute(details),
         *(_email(email) for email in emails),
     ]
     # Stable: events of one moment keep the order above (booked before its hold).
@@ -89,6 +103,40 @@ def _lock(details: SessionDetails) -> Iterator[TimelineEvent]:
     else:
         status = session.access_code_status or "pending"
         yield TimelineEvent(None, "code_on_lock", f"code not on the lock yet ({status})")
+
+
+def _backup_code(details: SessionDetails) -> Iterator[TimelineEvent]:
+    if details.backup_access_code_id is None:
+        return
+    yield TimelineEvent(
+        details.backup_code_at,
+        "backup_code",
+        f"backup code handed out from the lock's pool ({details.backup_access_code_id}): "
+        "the session's own code did not reach the lock",
+    )
+
+
+def _unlocks(details: SessionDetails) -> Iterator[TimelineEvent]:
+    if details.first_unlocked_at is None:
+        return
+    count = details.unlock_count
+    yield TimelineEvent(
+        details.first_unlocked_at,
+        "unlock",
+        f"first unlock of the door with the code; {count} unlock{'' if count == 1 else 's'} "
+        "in all",
+    )
+
+
+def _reminder(details: SessionDetails) -> Iterator[TimelineEvent]:
+    if details.reminded_at is None:
+        return
+    who = details.session.user_email or "the customer"
+    yield TimelineEvent(
+        details.reminded_at,
+        "reminder",
+        f"overstay reminder sent to {who}: the session nears its time limit",
+    )
 
 
 def _end(details: SessionDetails) -> Iterator[TimelineEvent]:
@@ -137,6 +185,38 @@ def _taken(details: SessionDetails, cost: int) -> str:
     if cost > captured:
         text += f", {_money(cost - captured, details)} charged off-session ({intent})"
     return text
+
+
+# What a refund's state at Stripe means.
+REFUND_STATES = {
+    "requested": "requested, Stripe's answer not recorded yet",
+    "pending": "pending at Stripe",
+    "succeeded": "succeeded",
+    "failed": "failed at Stripe",
+    "canceled": "canceled at Stripe",
+}
+
+
+def _refund(refund: SessionRefund, details: SessionDetails) -> TimelineEvent:
+    by = "by the operator (CLI or console)" if refund.by_operator else "in Stripe's dashboard"
+    state = REFUND_STATES.get(refund.state, refund.state)
+    text = f"refund of {_money(refund.amount_pence, details)} {by}, {state}"
+    if refund.stripe_refund_id:
+        text += f" ({refund.stripe_refund_id})"
+    if refund.by_operator and refund.reason:
+        text += f": {refund.reason}"
+    return TimelineEvent(refund.created_at, "refund", text)
+
+
+def _dispute(details: SessionDetails) -> Iterator[TimelineEvent]:
+    if details.disputed_at is None:
+        return
+    yield TimelineEvent(
+        details.disputed_at,
+        "dispute",
+        f"disputed by the customer with their bank ({details.dispute_id}): answer it in "
+        "Stripe's dashboard",
+    )
 
 
 def _email(email: SessionEmail) -> TimelineEvent:

@@ -16,6 +16,7 @@ from svc.api.deps import ServicesDep
 from svc.booking_limits import client_ip
 from svc.console.auth import COOKIE, SESSION_SECONDS, ConsoleAuth, Visitor, new_visitor
 from svc.console.chart import bar_chart
+from svc.console.refund_form import refund_from_form
 from svc.console.sign_in import sign_in
 from svc.errors import ServiceError
 from svc.models.operator import SessionDetails
@@ -30,13 +31,21 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
-FILTERS = (("", "All"), ("open", "Open"), ("owed", "Owed"))
+FILTERS = (
+    ("", "All"),
+    ("open", "Open"),
+    ("owed", "Owed"),
+    ("refunded", "Refunded"),
+    ("disputed", "Disputed"),
+)
 # What a page says after an action it redirected from (never text from the request).
 DONE = {
     "ended": "Session ended.",
     "waived": "Session ended without charge.",
     "resent": "The access code was sent again.",
+    "refunded": "Refund made.",
 }
+ACTIONS = ("end", "end-without-charge", "resend-code", "refund")
 MAX_FORM_FIELD = 500
 MAX_EMAIL = 320
 
@@ -197,6 +206,12 @@ class PodRow:
         assert self.open is not None
         return session_cost_pence(self.open.session)
 
+    @property
+    def battery(self) -> str | None:
+        """The lock's battery in percent, when Seam said."""
+        level = self.pod.lock_battery_level
+        return None if level is None else f"{round(level * 100)}%"
+
 
 @router.get("")
 async def show_overview(request: Request, services: ServicesDep) -> Response:
@@ -224,10 +239,14 @@ async def show_sessions(request: Request, services: ServicesDep) -> Response:
     if visitor is None or not visitor.signed_in:
         return to_sign_in()
     show = request.query_params.get("show", "")
-    show = show if show in ("open", "owed") else ""
+    show = show if show in dict(FILTERS) else ""
     email = request.query_params.get("email", "").strip()[:MAX_EMAIL] or None
     found = await services.db.list_session_details(
-        open_only=show == "open", owed_only=show == "owed", email=email
+        open_only=show == "open",
+        owed_only=show == "owed",
+        refunded_only=show == "refunded",
+        disputed_only=show == "disputed",
+        email=email,
     )
     return page(
         services,
@@ -270,6 +289,7 @@ async def session_page(
         )
         return html_page(body, status_code=404)
     story = await operator.session_story(services.db, session_id)
+    money = await services.db.get_session_refunds(session_id)
     return page(
         services,
         auth,
@@ -279,6 +299,7 @@ async def session_page(
         details=story.details,
         timeline=story.timeline,
         cost_pence=session_cost_pence(story.details.session),
+        refundable_pence=money.refundable_pence if money else 0,
         **context,
     )
 
@@ -290,22 +311,28 @@ async def show_session(raw_id: str, request: Request, services: ServicesDep) -> 
     if visitor is None or not visitor.signed_in:
         return to_sign_in()
     done = DONE.get(request.query_params.get("done", ""))
-    return await session_page(services, auth, visitor, raw_id, message=done)
+    pence = request.query_params.get("pence", "")[:9]
+    refunded = request.query_params.get("done") == "refunded" and pence.isdigit()
+    refunded_now = int(pence) if refunded else None
+    return await session_page(
+        services, auth, visitor, raw_id, message=done, refunded_now=refunded_now
+    )
 
 
 @router.post("/sessions/{raw_id}/{action}")
 async def act_on_session(
     raw_id: str, action: str, request: Request, services: ServicesDep
 ) -> Response:
-    """end, end-without-charge, resend-code: then back to the session's page."""
+    """end, end-without-charge, resend-code, refund: then back to the session's page."""
     auth = console(request)
     form = await posted(request, auth)
     if form is None:
         return refused(services)
     visitor, fields = form
     session_id = _session_id(raw_id)
-    if session_id is None or action not in ("end", "end-without-charge", "resend-code"):
+    if session_id is None or action not in ACTIONS:
         raise HTTPException(status_code=404)
+    extra = ""
     try:
         if action == "end":
             await operator.end_session(services, session_id)
@@ -314,6 +341,9 @@ async def act_on_session(
             reason = fields.get("reason", "").strip() or operator.DEFAULT_NO_CHARGE_REASON
             await operator.end_without_charge(services, session_id, reason=reason)
             done = "waived"
+        elif action == "refund":
+            extra = f"&pence={await refund_from_form(services, session_id, fields)}"
+            done = "refunded"
         else:
             await operator.resend_access_code(services, session_id, now=datetime.now(UTC))
             done = "resent"
@@ -321,7 +351,7 @@ async def act_on_session(
         return await session_page(
             services, auth, visitor, raw_id, status_code=error.status_code, error=error.message
         )
-    return RedirectResponse(f"/admin/sessions/{session_id}?done={done}", status_code=303)
+    return RedirectResponse(f"/admin/sessions/{session_id}?done={done}{extra}", status_code=303)
 
 
 @router.get("/money")

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from svc.database_accessor.rows import _optional_timestamp, _session, _timestamp
-from svc.models.operator import DayOfMoney, SessionDetails, SessionEmail
+from svc.models.operator import DayOfMoney, SessionDetails, SessionEmail, SessionRefund
 
 # The most sessions one listing shows: the operator narrows it with the filters.
 LIST_LIMIT = 500
@@ -28,16 +28,21 @@ class OperatorQueries(ABC):
         *,
         open_only: bool = False,
         owed_only: bool = False,
+        refunded_only: bool = False,
+        disputed_only: bool = False,
         since: datetime | None = None,
         email: str | None = None,
         limit: int = LIST_LIMIT,
     ) -> list[SessionDetails]:
-        """Newest first; open ones only, owed ones only, started since, for one e-mail."""
+        """Newest first; open ones only, owed, refunded or disputed ones only, started
+        since, for one e-mail."""
         rows = await self._call_rows(
             "qwip_list_sessions",
             {
                 "p_open": open_only,
                 "p_owed": owed_only,
+                "p_refunded": refunded_only,
+                "p_disputed": disputed_only,
                 "p_since": since,
                 "p_email": email,
                 "p_session_id": None,
@@ -52,6 +57,8 @@ class OperatorQueries(ABC):
             {
                 "p_open": False,
                 "p_owed": False,
+                "p_refunded": False,
+                "p_disputed": False,
                 "p_since": None,
                 "p_email": None,
                 "p_session_id": session_id,
@@ -75,6 +82,20 @@ class OperatorQueries(ABC):
             for row in rows
         ]
 
+    async def list_session_refunds(self, session_id: UUID) -> list[SessionRefund]:
+        rows = await self._call_rows("qwip_list_session_refunds", {"p_session_id": session_id})
+        return [
+            SessionRefund(
+                amount_pence=row["amount_pence"],
+                state=row["state"],
+                reason=row["reason"],
+                by_operator=row["by_operator"],
+                stripe_refund_id=row["stripe_refund_id"],
+                created_at=_timestamp(row["created_at"]),
+            )
+            for row in rows
+        ]
+
     async def waive_charge(self, session_id: UUID, *, reason: str) -> bool:
         """Fix an ended, unsettled session's cost at 0 with the reason; false when its cost
         was fixed before. The caller holds its charge lease."""
@@ -91,7 +112,7 @@ class OperatorQueries(ABC):
         )
         return [
             DayOfMoney(
-                day=row["day"] if isinstance(row["day"], date) else date.fromisoformat(row["day"]),
+                day=_day(row["day"]),
                 sessions=row["sessions"],
                 seconds=int(row["seconds"]),
                 taken_pence=int(row["taken_pence"]),
@@ -100,9 +121,20 @@ class OperatorQueries(ABC):
             for row in rows
         ]
 
+    async def refunds_by_day(self, *, since: datetime, timezone: str) -> dict[date, int]:
+        """The pence refunded each day (refunds made that day) since `since`."""
+        rows = await self._call_rows(
+            "qwip_refunds_by_day", {"p_since": since, "p_timezone": timezone}
+        )
+        return {_day(row["day"]): int(row["refunded_pence"]) for row in rows}
+
     async def forget_attempts(self, key: str) -> None:
         """Forget what was counted under a key of `take_booking_slot`."""
         await self._call_value("qwip_forget_attempts", {"p_key": key})
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _details(row: Mapping[str, Any]) -> SessionDetails:
@@ -111,4 +143,12 @@ def _details(row: Mapping[str, Any]) -> SessionDetails:
         code_set_at=_optional_timestamp(row["code_set_at"]),
         settled_at=_optional_timestamp(row["settled_at"]),
         no_charge_reason=row["no_charge_reason"],
+        refunded_pence=row["refunded_pence"],
+        disputed_at=_optional_timestamp(row["disputed_at"]),
+        dispute_id=row["dispute_id"],
+        reminded_at=_optional_timestamp(row["reminded_at"]),
+        backup_access_code_id=row["backup_access_code_id"],
+        backup_code_at=_optional_timestamp(row["backup_code_at"]),
+        first_unlocked_at=_optional_timestamp(row["first_unlocked_at"]),
+        unlock_count=row["unlock_count"],
     )

@@ -24,7 +24,8 @@ from svc.models.records import NewPod, Pod, PodChanges
 logger = logging.getLogger(__name__)
 
 _POD_COLUMNS = (
-    "id, name, address, price, currency, in_use, seam_device_id, disabled_reason, lock_online"
+    "id, name, address, price, currency, in_use, seam_device_id, disabled_reason, lock_online, "
+    "lock_battery_level, lock_battery_low"
 )
 
 # Connection trouble, as opposed to a query the database refused.

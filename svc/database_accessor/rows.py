@@ -39,6 +39,10 @@ def _decimal(value: object) -> Decimal:
     raise TypeError(f"expected an exact decimal, got {type(value).__name__}")
 
 
+def _optional_decimal(value: object) -> Decimal | None:
+    return None if value is None else _decimal(value)
+
+
 def _timestamp(value: object) -> datetime:
     parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
     if not isinstance(parsed, datetime) or parsed.tzinfo is None:
@@ -65,6 +69,8 @@ def pod_from_row(row: Mapping[str, Any]) -> Pod:
         seam_device_id=row["seam_device_id"],
         disabled_reason=row.get("disabled_reason"),
         lock_online=row.get("lock_online"),
+        lock_battery_level=_optional_decimal(row.get("lock_battery_level")),
+        lock_battery_low=bool(row.get("lock_battery_low")),
     )
 
 

@@ -30,7 +30,8 @@ from svc.models.records import NewPod, Pod, PodChanges
 logger = logging.getLogger(__name__)
 
 _POD_FIELDS = (
-    "id,name,address,price::text,currency,in_use,seam_device_id,disabled_reason,lock_online"
+    "id,name,address,price::text,currency,in_use,seam_device_id,disabled_reason,lock_online,"
+    "lock_battery_level::text,lock_battery_low"
 )
 """The pod's columns as PostgREST returns them: the price cast to text, so it stays exact."""
 

@@ -22,6 +22,9 @@ class Pod:
     """Why the operator took the pod out of service (`pods disable`); None: they did not."""
     lock_online: bool | None = None
     """Seam's latest word on the pod's lock; None: not known yet."""
+    lock_battery_level: Decimal | None = None
+    """The lock's battery, 0 to 1, when Seam said; None: not known."""
+    lock_battery_low: bool = False
 
     @property
     def out_of_service(self) -> str | None:

@@ -1,9 +1,16 @@
 """The operator's console in chromium, against the service as a real process in local
-mode: sign in with the banner's one-time password, see the open session's running cost,
-end it, see the charge on the money page. A screenshot of it goes to docs/console.png."""
+mode: sign in with the banner's one-time password, see the open session's running cost and
+the pods out of service, end the session, see the charge on the money page, refund part of
+it and see the refund there too. A screenshot of the pods goes to test-artifacts/screenshots/
+on every run, and to docs/console.png (the README's) only with QWIP_UPDATE_SCREENSHOTS=1, so
+that a test run leaves the tree as it was."""
 
+import os
 import re
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
@@ -13,17 +20,22 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from svc.database_accessor import PostgresDatabase
+from svc.models.records import LockHealth, NewPod
 from svc.utils import format_money
 from tests.browser.conftest import POD1, POD2, start_service
 from tests.browser.test_pages import CUSTOMER, start_session
 from tests.conftest import reset_tables
-from tests.support.browser import DESKTOP, OpenTab, snapshot
+from tests.support.browser import DESKTOP, SCREENSHOTS, OpenTab, snapshot
 from tests.support.mail import Mailbox
 from tests.support.processes import ROOT, ServiceProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-SCREENSHOT = ROOT / "docs" / "console.png"
+SCREENSHOT = SCREENSHOTS / "console.png"
+README_SCREENSHOT = ROOT / "docs" / "console.png"
+# Pods with a smart lock, for the overview to show what Seam said of each.
+POD3 = NewPod("pod3", "3 Quiet Lane, London", Decimal("0.30"), "gbp", "lock_pod3")
+POD4 = NewPod("pod4", "4 Market Street, London", Decimal("0.30"), "gbp", "lock_pod4")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +62,18 @@ async def console_shop(
     db = await PostgresDatabase.connect(browser_database_url, pool_size=2)
     await db.insert_pod(POD1)
     await db.insert_pod(POD2)
+    await db.insert_pod(POD3)
+    await db.insert_pod(POD4)
+    at = datetime.now(UTC)
+    online = LockHealth(
+        "lock_pod3", at, online=True, battery_level=Decimal("0.8"), battery_low=False
+    )
+    offline = LockHealth(
+        "lock_pod4", at, online=False, battery_level=Decimal("0.05"), battery_low=True
+    )
+    for health in (online, offline):
+        await db.record_lock_health(health, alert=None)
+    await db.set_pod_disabled("pod2", reason="deep clean until 2 pm")
     yield db
     await db.close()
 
@@ -103,9 +127,19 @@ async def test_sign_in_see_the_running_cost_end_the_session_and_see_the_charge(
     running = await pod1.locator("[data-running-cost]").inner_text()
     assert re.fullmatch(r"£\d+\.\d\d", running), running
     assert int(running[1:].replace(".", "")) >= 500
-    await expect(page.locator('tr[data-pod="pod2"] .state')).to_have_text("Free")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    pod2 = page.locator('tr[data-pod="pod2"]')
+    await expect(pod2.locator(".state")).to_have_text("Out of service")
+    await expect(pod2.locator("[data-out-of-service]")).to_have_text("deep clean until 2 pm")
+    await expect(page.locator('tr[data-pod="pod3"] [data-lock]')).to_have_text(
+        "online, battery 80%"
+    )
+    pod4 = page.locator('tr[data-pod="pod4"]')
+    await expect(pod4.locator("[data-out-of-service]")).to_have_text("its door lock is offline")
+    await expect(pod4.locator("[data-lock]")).to_have_text("offline, battery 5% (low)")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SCREENSHOT, full_page=True)
+    if os.environ.get("QWIP_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
     await snapshot(page, "console-pods")
 
     await pod1.get_by_role("link", name=CUSTOMER).click()
@@ -125,9 +159,32 @@ async def test_sign_in_see_the_running_cost_end_the_session_and_see_the_charge(
     await page.get_by_role("link", name="Money").click()
     today = page.locator('tr[data-period="today"]')
     await expect(today.locator("[data-taken]")).to_have_text(charged)
+    await expect(today.locator("[data-refunded]")).to_have_text("£0.00")
     await expect(today.locator("td").first).to_have_text("1")
     await expect(page.locator(".admin-chart__bar")).to_have_count(30)
     await snapshot(page, "console-money")
+
+    # A pound back, from the session's page, as `sessions refund` would make it.
+    await page.get_by_role("link", name="Sessions").click()
+    await page.get_by_role("link", name="Refunded").click()
+    await expect(page.get_by_text("No sessions match.")).to_be_visible()
+    await page.get_by_role("link", name="All", exact=True).click()
+    await page.get_by_role("link", name=CUSTOMER).click()
+    await page.get_by_label("Amount").fill("1.00")
+    await page.get_by_label("Reason", exact=True).fill("the light was out")
+    await page.get_by_role("button", name="Refund").click()
+    await expect(page.get_by_role("status")).to_have_text("Refund made: £1.00 refunded.")
+    await expect(timeline.locator('[data-kind="refund"]')).to_contain_text(
+        "refund of £1.00 by the operator (CLI or console), succeeded"
+    )
+    await expect(page.locator("#admin-refunded")).to_have_text("£1.00")
+    await snapshot(page, "console-refunded")
+
+    await page.get_by_role("link", name="Money").click()
+    await expect(today.locator("[data-refunded]")).to_have_text("£1.00")
+    await expect(today.locator("[data-net]")).to_have_text(
+        format_money(session.cost_pence - 100, "gbp")
+    )
 
     await page.get_by_role("link", name="Pods").click()
     await expect(page.locator('tr[data-pod="pod1"] .state')).to_have_text("Free")

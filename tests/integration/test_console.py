@@ -5,9 +5,11 @@ What it looks like in a browser is tested in tests/browser/test_console.py."""
 
 import logging
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 import stripe
@@ -17,7 +19,7 @@ from svc.console.auth import hash_password
 from svc.console.sign_in import SIGN_IN_ATTEMPTS, SIGN_IN_WINDOW_SECONDS
 from svc.database_accessor import PostgresDatabase
 from svc.main import create_app
-from svc.models.records import NewPod
+from svc.models.records import LockHealth, NewPod
 from tests.integration.conftest import SettingsFactory, running
 from tests.integration.test_pages import ONLY_THE_SERVICE
 from tests.support import booking
@@ -265,6 +267,8 @@ async def test_the_operator_sees_an_open_session_resends_its_code_and_waives_its
         assert re.search(
             r'<tr data-period="today">\s*<th scope="row">Today</th>\s*<td>1</td>\s*<td>0</td>\s*'
             r'<td class="admin-money" data-taken>£0.00</td>\s*'
+            r'<td class="admin-money" data-refunded>£0.00</td>\s*'
+            r'<td class="admin-money" data-net>£0.00</td>\s*'
             r'<td class="admin-money" data-owed>£0.00</td>',
             money,
         ), money
@@ -314,3 +318,182 @@ async def test_a_charge_under_way_elsewhere_is_not_waived(
     details = await db.get_session_details(session_id)
     assert details is not None
     assert (details.session.cost_pence, details.no_charge_reason) == (None, None)
+
+
+def cell(page: str, pod: str, name: str) -> str:
+    """The text of a pod's cell (data-state, data-lock) on the overview, tags and all."""
+    match = re.search(rf'<tr data-pod="{pod}">.*?<td {name}>(.*?)</td>', page, re.DOTALL)
+    assert match is not None, page
+    return match[1]
+
+
+async def test_the_overview_shows_each_pod_free_in_use_or_out_of_service_and_its_lock(
+    console_app: FastAPI, pod1: int, db: PostgresDatabase, stripe_client: stripe.StripeClient
+) -> None:
+    for name, lock in (("pod2", "lock_2"), ("pod3", None), ("pod4", "lock_4")):
+        await db.insert_pod(NewPod(name, "2 Demo Street", Decimal("0.25"), "gbp", lock))
+    at = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    online = LockHealth("lock_2", at, online=True, battery_level=Decimal("0.45"), battery_low=False)
+    offline = LockHealth("lock_4", at, online=False, battery_level=Decimal("0.1"), battery_low=True)
+    assert await db.record_lock_health(online, alert=None) == "recorded"
+    assert await db.record_lock_health(offline, alert=None) == "recorded"
+    assert await db.set_pod_disabled("pod3", reason="the heater is broken")
+    async with running(console_app) as http:
+        await book(http, stripe_client)
+        assert await db.set_pod_disabled("pod1", reason="cleaning after this session")
+        await signed_in(http)
+        page = (await http.get("/admin")).text
+    in_use = '<span class="state state--in-use">In use</span>'
+    out = '<span class="state state--out">Out of service</span>'
+    assert cell(page, "pod1", "data-state") == (
+        f'{in_use}<br><span class="hint" data-out-of-service>out of service: '
+        "cleaning after this session</span>"
+    )
+    assert cell(page, "pod1", "data-lock") == "no smart lock"
+    assert cell(page, "pod2", "data-state") == '<span class="state state--free">Free</span>'
+    assert cell(page, "pod2", "data-lock") == "online, battery 45%"
+    assert cell(page, "pod3", "data-state") == (
+        f'{out}<br><span class="hint" data-out-of-service>the heater is broken</span>'
+    )
+    assert cell(page, "pod4", "data-state") == (
+        f'{out}<br><span class="hint" data-out-of-service>its door lock is offline</span>'
+    )
+    assert cell(page, "pod4", "data-lock") == "offline, battery 10% (low)"
+
+
+async def ended_and_paid(
+    http: httpx.AsyncClient, stripe_client: stripe.StripeClient, sql: asyncpg.Connection
+) -> UUID:
+    """A session of 10 min 30 s at £0.25 a minute, ended from the console: £2.63 charged."""
+    session_id = await book(http, stripe_client)
+    await sql.execute(
+        "update pod_sessions set start_time = now() - interval '630 seconds' where id = $1",
+        session_id,
+    )
+    page = f"/admin/sessions/{session_id}"
+    token = csrf_in((await http.get(page)).text)
+    ended = await http.post(f"{page}/end", data={"csrf_token": token})
+    assert (ended.status_code, ended.headers["location"]) == (303, f"{page}?done=ended")
+    return session_id
+
+
+def facts_of(page: str) -> dict[str, str]:
+    return dict(re.findall(r"<dt>([^<]+)</dt>\s*<dd[^>]*>([^<]*)</dd>", page))
+
+
+async def test_the_operator_refunds_from_the_console_in_pounds_or_pence_and_is_told_why_not(
+    console_app: FastAPI,
+    pod1: int,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    db: PostgresDatabase,
+    mailbox: Mailbox,
+) -> None:
+    async with running(console_app) as http:
+        await signed_in(http)
+        session_id = await ended_and_paid(http, stripe_client, sql)
+        page = f"/admin/sessions/{session_id}"
+        shown = (await http.get(page)).text
+        assert '<form method="post" action="/admin/sessions/' + str(session_id) + '/refund"' in (
+            shown
+        )
+        assert "empty: all that is left, £2.63." in shown
+        token = csrf_in(shown)
+        refund = f"{page}/refund"
+
+        assert (await http.post(refund, data={"amount": "1"})).status_code == 403
+        too_much = await http.post(refund, data={"csrf_token": token, "amount": "2.64"})
+        assert too_much.status_code == 409
+        assert (
+            '<p class="notice admin-error" role="alert">at most £2.63 (263 pence) can be '
+            "refunded for this session; nothing was refunded</p>"
+        ) in too_much.text
+        for typed in ("abc", "1.234", "0", "-1"):
+            bad = await http.post(refund, data={"csrf_token": token, "amount": typed})
+            assert bad.status_code == 400, typed
+            assert (
+                f"&#39;{typed}&#39; is not an amount: write pounds (1.50) or pence (150p), or "
+                "leave it empty to refund all that is left. Nothing was refunded."
+            ) in bad.text
+        assert await sql.fetchval("select count(*) from session_refunds") == 0
+
+        made = await http.post(
+            refund, data={"csrf_token": token, "amount": "150p", "reason": "heater broken"}
+        )
+        assert (made.status_code, made.headers["location"]) == (
+            303,
+            f"{page}?done=refunded&pence=150",
+        )
+        after = (await http.get(made.headers["location"])).text
+        assert '<p class="notice" role="status">Refund made: £1.50 refunded.</p>' in after
+        assert re.search(
+            r"<span>refund of £1\.50 by the operator \(CLI or console\), succeeded "
+            r"\(re_\w+\): heater broken</span>",
+            after,
+        ), after
+        rest = await http.post(refund, data={"csrf_token": token, "amount": "£1.13"})
+        assert rest.headers["location"] == f"{page}?done=refunded&pence=113"
+        done = (await http.get(page)).text
+        assert "/refund" not in done
+        assert {k: facts_of(done)[k] for k in ("Refunded", "Refundable", "Disputed")} == {
+            "Refunded": "£2.63",
+            "Refundable": "£0.00",
+            "Disputed": "no",
+        }
+        nothing = await http.post(refund, data={"csrf_token": token, "amount": ""})
+        assert nothing.status_code == 409
+        assert (
+            "nothing can be refunded for this session: it paid £2.63 and £2.63 of it is "
+            "refunded already"
+        ) in nothing.text
+        # The customer is told of each refund, as by `sessions refund`.
+        told = await mailbox.wait_for("refund", count=2)
+        assert [mail.recipients for mail in told] == [["ada@example.com"]] * 2
+    assert await sql.fetchval(
+        "select refunded_pence from pod_sessions where id = $1", session_id
+    ) == (263)
+
+
+async def test_refunded_and_disputed_sessions_are_filtered_and_told_with_the_net_money(
+    console_app: FastAPI,
+    pod1: int,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    db: PostgresDatabase,
+) -> None:
+    async with running(console_app) as http:
+        await signed_in(http)
+        refunded = await ended_and_paid(http, stripe_client, sql)
+        disputed = await ended_and_paid(http, stripe_client, sql)
+        page = f"/admin/sessions/{refunded}"
+        token = csrf_in((await http.get(page)).text)
+        made = await http.post(f"{page}/refund", data={"csrf_token": token, "amount": "1.00"})
+        assert made.status_code == 303
+        outcome = await db.record_dispute(
+            disputed, dispute_id="dp_1", event_id="evt_dispute_1", event_type="x"
+        )
+        assert outcome == "recorded"
+
+        def listed(page: str) -> list[str]:
+            return re.findall(r'<a href="/admin/sessions/([0-9a-f-]+)">', page)
+
+        assert listed((await http.get("/admin/sessions?show=refunded")).text) == [str(refunded)]
+        assert listed((await http.get("/admin/sessions?show=disputed")).text) == [str(disputed)]
+        every = (await http.get("/admin/sessions")).text
+        assert "<td>succeeded, £1.00 refunded</td>" in every
+        assert "<td>succeeded, disputed</td>" in every
+        story = (await http.get(f"/admin/sessions/{disputed}")).text
+        assert (
+            "<span>disputed by the customer with their bank (dp_1): answer it in "
+            "Stripe&#39;s dashboard</span>"
+        ) in story
+
+        money = (await http.get("/admin/money")).text
+    assert re.search(
+        r'<tr data-period="today">\s*<th scope="row">Today</th>\s*<td>2</td>\s*<td>21</td>\s*'
+        r'<td class="admin-money" data-taken>£5.26</td>\s*'
+        r'<td class="admin-money" data-refunded>£1.00</td>\s*'
+        r'<td class="admin-money" data-net>£4.26</td>\s*'
+        r'<td class="admin-money" data-owed>£0.00</td>',
+        money,
+    ), money

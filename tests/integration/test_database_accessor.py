@@ -878,7 +878,9 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_list_overdue_sessions(integer)",
         "qwip_list_reminders_due(integer,integer)",
         "qwip_list_session_emails(uuid)",
-        "qwip_list_sessions(boolean,boolean,timestamp with time zone,text,uuid,integer)",
+        "qwip_list_session_refunds(uuid)",
+        "qwip_list_sessions(boolean,boolean,boolean,boolean,timestamp with time zone,text,uuid,"
+        "integer)",
         "qwip_list_unsettled_sessions(integer)",
         "qwip_money_by_day(timestamp with time zone,text)",
         "qwip_note_session_times()",
@@ -900,6 +902,7 @@ async def test_only_the_service_role_may_call_the_functions(supabase_like_databa
         "qwip_record_settlement(uuid,integer,text,text,text,jsonb,text,text,integer,integer)",
         "qwip_recount_refunds(uuid)",
         "qwip_refundable_parts(pod_sessions)",
+        "qwip_refunds_by_day(timestamp with time zone,text)",
         "qwip_reserve_refund(uuid,uuid,integer,text)",
         "qwip_retry_access_code_work(uuid,double precision)",
         "qwip_seam_code_set(text,text,text)",
@@ -1222,9 +1225,12 @@ async def test_lock_health_and_disabling_on_either_backend(db: Database) -> None
         == "unknown"
     )
 
+    low = LockHealth("lock_1", at, battery_level=Decimal("0.15"), battery_low=True)
+    assert await db.record_lock_health(low, alert=None) == "recorded"
     assert await db.set_pod_disabled("pod1", reason="cleaning") is True
     [listed] = await db.list_pods()
     assert (listed.disabled_reason, listed.lock_online) == ("cleaning", False)
+    assert (listed.lock_battery_level, listed.lock_battery_low) == (Decimal("0.150"), True)
     assert await db.set_pod_disabled("pod1", reason=None) is True
     assert await db.set_pod_disabled("pod9", reason=None) is False
     assert await db.is_seam_event_processed("ev_1") is True

@@ -68,6 +68,9 @@ PINNED = {
     "0015_session_of_access_code.sql": (
         "09ff9e78bcbce5dedf1d1fda5c046a9066f54a9289271dfe142329febc2279c1"
     ),
+    "0016_console_refunds_and_health.sql": (
+        "b2bf34bd8c452fad50b74bd058d106887b4c3cd448a67758191ca9dffa8211d4"
+    ),
 }
 
 ALL_APPLIED = (

@@ -4,9 +4,11 @@ and the test SMTP server."""
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,10 @@ import pytest
 import stripe
 from argon2 import PasswordHasher
 
+from svc import email_manager
 from svc.database_accessor import PostgresDatabase
 from svc.main import create_app
-from svc.models.records import NewPod
+from svc.models.records import BackupCode, NewPod
 from svc.utils import compute_cost_pence, elapsed_seconds, format_duration, format_money
 from tests.integration.conftest import SettingsFactory, running
 from tests.support import booking
@@ -282,3 +285,88 @@ async def test_hash_password_prints_an_argon2_hash_of_the_password_read(cli: Cli
         "",
         "error: the password must have at least 12 characters\n",
     )
+
+
+async def test_refunded_and_disputed_sessions_are_listed_and_their_story_told(
+    cli: Cli,
+    pods: None,
+    client: httpx.AsyncClient,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    db: PostgresDatabase,
+) -> None:
+    ada, _ = await book(client, stripe_client, pod="pod1", email="ada@example.com")
+    grace, _ = await book(client, stripe_client, pod="pod2", email="grace@example.com")
+    # What Seam's events, the backup-code round and the reminder round record of grace's.
+    assert await db.record_access_code(grace, access_code_id="ac_grace", status="setting")
+    session = await db.get_session_by_id(grace)
+    assert session is not None
+    backup = email_manager.backup_code_emails(
+        session, backup_code="4321", end_session_url="http://qwip.test/end", operator=None
+    )
+    assert await db.record_backup_code(grace, BackupCode("ac_backup_1", "4321"), emails=backup)
+    opened = datetime.now(UTC) - timedelta(minutes=5)
+    for n, at in enumerate((opened + timedelta(minutes=1), opened)):
+        assert await db.record_unlock(
+            f"ev_{n}", "lock.unlocked", access_code_id="ac_grace", occurred_at=at
+        ) == ("recorded")
+    assert await db.record_reminder(grace, emails=[])
+    for session_id in (ada, grace):
+        await aged(sql, session_id)
+        assert (await cli("sessions", "end", str(session_id))).returncode == 0
+    refunded = await cli(
+        "sessions", "refund", str(ada), "--amount-pence", "100", "--reason", "cold pod"
+    )
+    assert refunded.returncode == 0, refunded.stderr
+    assert await db.record_dispute(
+        grace, dispute_id="dp_1", event_id="evt_dispute_1", event_type="charge.dispute.created"
+    ) == ("recorded")
+
+    def ids(result: subprocess.CompletedProcess[str]) -> list[str]:
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr
+        return [found["id"] for found in json.loads(result.stdout)]
+
+    assert ids(await cli("sessions", "list", "--refunded", "--json")) == [str(ada)]
+    assert ids(await cli("sessions", "list", "--disputed", "--json")) == [str(grace)]
+    assert ids(await cli("sessions", "list", "--refunded", "--disputed", "--json")) == []
+    [_, first, second] = cells((await cli("sessions", "list")).stdout)
+    assert (first[0], first[7]) == (str(grace), "succeeded, disputed")
+    assert (second[0], second[7]) == (str(ada), "succeeded, £1.00 refunded")
+    [listed] = json.loads(
+        (await cli("sessions", "list", "--email", "ada@example.com", "--json")).stdout
+    )
+    assert (listed["refunded_pence"], listed["disputed_at"]) == (100, None)
+
+    ada_story = (await cli("sessions", "show", str(ada))).stdout.splitlines()
+    assert re.fullmatch(
+        r"refund of £1\.00 by the operator \(CLI or console\), succeeded \(re_\w+\): cold pod",
+        [line[18:] for line in ada_story if "refund of" in line][0],
+    ), ada_story
+    grace_story = json.loads((await cli("sessions", "show", str(grace), "--json")).stdout)
+    told = {event["kind"]: event for event in grace_story["timeline"]}
+    assert told["unlock"] == {
+        "at": opened.isoformat(),
+        "kind": "unlock",
+        "text": "first unlock of the door with the code; 2 unlocks in all",
+    }
+    assert told["backup_code"]["text"] == (
+        "backup code handed out from the lock's pool (ac_backup_1): the session's own code did "
+        "not reach the lock"
+    )
+    assert told["backup_code"]["at"] is not None
+    assert told["reminder"]["text"] == (
+        "overstay reminder sent to grace@example.com: the session nears its time limit"
+    )
+    assert told["dispute"]["text"] == (
+        "disputed by the customer with their bank (dp_1): answer it in Stripe's dashboard"
+    )
+    kinds = [event["kind"] for event in grace_story["timeline"] if event["kind"] != "email"]
+    assert kinds == [
+        "booked",
+        "unlock",
+        "backup_code",
+        "reminder",
+        "ended",
+        "payment",
+        "dispute",
+    ]

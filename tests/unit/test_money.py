@@ -48,3 +48,21 @@ def test_the_tallest_day_fills_the_chart_and_a_penny_still_shows() -> None:
 def test_a_month_without_money_draws_no_bar() -> None:
     chart = bar_chart([DayOfMoney(TODAY, 0, 0, 0, 0)])
     assert (chart.top_pence, chart.bars[0].height) == (0, 0)
+
+
+def test_refunds_count_on_the_day_they_were_made_and_the_net_is_taken_less_refunded() -> None:
+    rows = [
+        DayOfMoney(TODAY, 1, 600, 300, 0),
+        DayOfMoney(TODAY - timedelta(days=20), 2, 1200, 1000, 0),
+    ]
+    refunds = {TODAY: 150, TODAY - timedelta(days=5): 400, TODAY - timedelta(days=40): 999}
+    first = TODAY - timedelta(days=29)
+    days = every_day(rows, first=first, count=30, refunds=refunds)
+    assert days[-1] == DayOfMoney(TODAY, 1, 600, 300, 0, refunded_pence=150)
+    assert days[-6] == DayOfMoney(TODAY - timedelta(days=5), 0, 0, 0, 0, refunded_pence=400)
+    periods = [_period(label, days[-count:]) for label, count in PERIODS]
+    assert [(p.label, p.taken_pence, p.refunded_pence, p.net_pence) for p in periods] == [
+        ("today", 300, 150, 150),
+        ("7 days", 300, 550, -250),
+        ("30 days", 1300, 550, 750),
+    ]

@@ -5,7 +5,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -21,6 +21,7 @@ from svc.database_accessor import (
     SupabaseDatabase,
 )
 from svc.env import ConfigurationError
+from svc.models.operator import SessionRefund
 from svc.models.records import (
     BackupCode,
     ChargeClaim,
@@ -53,6 +54,8 @@ POD_ROW = {
     "seam_device_id": None,
     "disabled_reason": None,
     "lock_online": None,
+    "lock_battery_level": None,
+    "lock_battery_low": False,
 }
 POD = Pod(
     id=7,
@@ -65,7 +68,8 @@ POD = Pod(
 )
 POD_SELECT = (
     "select",
-    "id,name,address,price::text,currency,in_use,seam_device_id,disabled_reason,lock_online",
+    "id,name,address,price::text,currency,in_use,seam_device_id,disabled_reason,lock_online,"
+    "lock_battery_level::text,lock_battery_low",
 )
 SESSION_ROW = {
     "id": str(SESSION),
@@ -1576,6 +1580,10 @@ OPERATIONS: dict[str, Operation] = {
     "get_session_details": lambda db: db.get_session_details(SESSION),
     "list_session_emails": lambda db: db.list_session_emails(SESSION),
     "waive_charge": lambda db: db.waive_charge(SESSION, reason="x"),
+    "list_session_refunds": lambda db: db.list_session_refunds(SESSION),
+    "refunds_by_day": lambda db: db.refunds_by_day(
+        since=datetime(2026, 11, 1, tzinfo=UTC), timezone="Europe/London"
+    ),
     "money_by_day": lambda db: db.money_by_day(
         since=datetime(2026, 11, 1, tzinfo=UTC), timezone="Europe/London"
     ),
@@ -1747,6 +1755,14 @@ DETAILS_ROW = {
     "code_set_at": "2026-11-26T10:00:20+00:00",
     "settled_at": None,
     "no_charge_reason": None,
+    "refunded_pence": 0,
+    "disputed_at": None,
+    "dispute_id": None,
+    "reminded_at": None,
+    "backup_access_code_id": None,
+    "backup_code_at": None,
+    "first_unlocked_at": "2026-11-26T10:01:00+00:00",
+    "unlock_count": 2,
 }
 
 
@@ -1759,6 +1775,10 @@ async def test_list_session_details(connect: Connect) -> None:
     assert found.session.id == SESSION
     assert found.code_set_at == datetime(2026, 11, 26, 10, 0, 20, tzinfo=UTC)
     assert (found.settled_at, found.no_charge_reason) == (None, None)
+    assert (found.first_unlocked_at, found.unlock_count) == (
+        datetime(2026, 11, 26, 10, 1, tzinfo=UTC),
+        2,
+    )
     assert await database.get_session_details(SESSION) is None
     assert_request(
         fake.requests[0],
@@ -1767,6 +1787,8 @@ async def test_list_session_details(connect: Connect) -> None:
         body={
             "p_open": True,
             "p_owed": False,
+            "p_refunded": False,
+            "p_disputed": False,
             "p_since": "2026-11-01T00:00:00+00:00",
             "p_email": "ada@example.com",
             "p_session_id": None,
@@ -1780,6 +1802,8 @@ async def test_list_session_details(connect: Connect) -> None:
         body={
             "p_open": False,
             "p_owed": False,
+            "p_refunded": False,
+            "p_disputed": False,
             "p_since": None,
             "p_email": None,
             "p_session_id": str(SESSION),
@@ -1843,6 +1867,47 @@ async def test_money_by_day(connect: Connect) -> None:
         fake.requests[0],
         "POST",
         "/rest/v1/rpc/qwip_money_by_day",
+        body={"p_since": "2026-10-28T00:00:00+00:00", "p_timezone": "Europe/London"},
+    )
+
+
+async def test_list_session_refunds(connect: Connect) -> None:
+    refund = {
+        "amount_pence": 150,
+        "state": "succeeded",
+        "reason": None,
+        "by_operator": False,
+        "stripe_refund_id": "re_1",
+        "created_at": "2026-11-26T11:00:00+00:00",
+    }
+    database, fake = await connect(rows(200, [refund]))
+    [found] = await database.list_session_refunds(SESSION)
+    assert found == SessionRefund(
+        amount_pence=150,
+        state="succeeded",
+        reason=None,
+        by_operator=False,
+        stripe_refund_id="re_1",
+        created_at=datetime(2026, 11, 26, 11, 0, tzinfo=UTC),
+    )
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_list_session_refunds",
+        body={"p_session_id": str(SESSION)},
+    )
+
+
+async def test_refunds_by_day(connect: Connect) -> None:
+    database, fake = await connect(rows(200, [{"day": "2026-11-26", "refunded_pence": 150}]))
+    found = await database.refunds_by_day(
+        since=datetime(2026, 10, 28, tzinfo=UTC), timezone="Europe/London"
+    )
+    assert found == {date(2026, 11, 26): 150}
+    assert_request(
+        fake.requests[0],
+        "POST",
+        "/rest/v1/rpc/qwip_refunds_by_day",
         body={"p_since": "2026-10-28T00:00:00+00:00", "p_timezone": "Europe/London"},
     )
 

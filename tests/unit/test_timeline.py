@@ -3,7 +3,7 @@ in words."""
 
 from datetime import timedelta
 
-from svc.models.operator import SessionDetails, SessionEmail
+from svc.models.operator import SessionDetails, SessionEmail, SessionRefund
 from svc.timeline import build_timeline
 from svc.types import AccessCodeStatus, PaymentStatus
 from tests.unit.test_email_manager import START, session
@@ -13,7 +13,21 @@ def details(**changes: object) -> SessionDetails:
     code_set_at = changes.pop("code_set_at", None)
     settled_at = changes.pop("settled_at", START + timedelta(minutes=10, seconds=31))
     reason = changes.pop("no_charge_reason", None)
-    return SessionDetails(session(**changes), code_set_at, settled_at, reason)  # type: ignore[arg-type]
+    facts = {
+        name: changes.pop(name)
+        for name in (
+            "refunded_pence",
+            "disputed_at",
+            "dispute_id",
+            "reminded_at",
+            "backup_access_code_id",
+            "backup_code_at",
+            "first_unlocked_at",
+            "unlock_count",
+        )
+        if name in changes
+    }
+    return SessionDetails(session(**changes), code_set_at, settled_at, reason, **facts)  # type: ignore[arg-type]
 
 
 def sent(kind: str, minutes: float, **changes: object) -> SessionEmail:
@@ -168,3 +182,72 @@ def test_a_dead_letter_and_a_lock_that_never_took_the_code_are_told() -> None:
     texts = [event.text for event in story]
     assert "the lock never took the code: not charged" in texts
     assert texts[-1] == "e-mail given up: lock failed to ada@example.com (550 no such user)"
+
+
+def test_unlocks_a_backup_code_the_reminder_refunds_and_a_dispute_are_told_in_order() -> None:
+    at = START + timedelta(minutes=1)
+    story = build_timeline(
+        details(
+            seam_device_id="august_device_1",
+            access_code_status=AccessCodeStatus.REMOVED,
+            code_set_at=START + timedelta(seconds=20),
+            payment_status=PaymentStatus.SUCCEEDED,
+            payment_intent_id="pi_1",
+            backup_access_code_id="ac_backup_1",
+            backup_code_at=START + timedelta(minutes=2),
+            first_unlocked_at=START + timedelta(minutes=3),
+            unlock_count=3,
+            reminded_at=START + timedelta(minutes=5),
+            refunded_pence=213,
+            disputed_at=START + timedelta(days=2),
+            dispute_id="dp_1",
+        ),
+        [],
+        [
+            SessionRefund(150, "succeeded", "heater broken", True, "re_1", at + timedelta(hours=1)),
+            SessionRefund(63, "pending", None, False, "re_2", at + timedelta(hours=2)),
+            SessionRefund(20, "requested", None, True, None, at + timedelta(hours=3)),
+        ],
+    )
+    assert lines(story)[2:] == [
+        (
+            START + timedelta(minutes=2),
+            "backup_code",
+            "backup code handed out from the lock's pool (ac_backup_1): the session's own code "
+            "did not reach the lock",
+        ),
+        (
+            START + timedelta(minutes=3),
+            "unlock",
+            "first unlock of the door with the code; 3 unlocks in all",
+        ),
+        (
+            START + timedelta(minutes=5),
+            "reminder",
+            "overstay reminder sent to ada@example.com: the session nears its time limit",
+        ),
+        (START + timedelta(minutes=10, seconds=30), "ended", "ended after 10 min 30 s"),
+        (START + timedelta(minutes=10, seconds=31), "payment", "£2.63 charged (pi_1)"),
+        (
+            at + timedelta(hours=1),
+            "refund",
+            "refund of £1.50 by the operator (CLI or console), succeeded (re_1): heater broken",
+        ),
+        (
+            at + timedelta(hours=2),
+            "refund",
+            "refund of £0.63 in Stripe's dashboard, pending at Stripe (re_2)",
+        ),
+        (
+            at + timedelta(hours=3),
+            "refund",
+            "refund of £0.20 by the operator (CLI or console), requested, Stripe's answer not "
+            "recorded yet",
+        ),
+        (
+            START + timedelta(days=2),
+            "dispute",
+            "disputed by the customer with their bank (dp_1): answer it in Stripe's dashboard",
+        ),
+    ]
+    assert (story[0].kind, story[1].kind) == ("booked", "code_on_lock")
