@@ -310,6 +310,7 @@ async def record_dispute(services: Services, event: StripeEvent) -> WebhookAck:
         evidence_due_by=datetime.fromtimestamp(due_by, UTC) if isinstance(due_by, int) else None,
         access_code_emailed_at=money.access_code_emailed_at,
         operator=services.settings.OPERATOR_EMAIL,
+        unlocks=await services.db.get_session_unlocks(session.id),
     )
     outcome = await services.db.record_dispute(
         session.id, dispute_id=dispute_id, event_id=event.id, event_type=event.type, emails=emails

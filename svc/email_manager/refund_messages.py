@@ -5,7 +5,7 @@ from datetime import datetime
 
 from svc.email_manager.messages import queued
 from svc.email_manager.schemas import DisputeOperatorEmail, RefundEmail, RefundOperatorEmail
-from svc.models.records import QueuedEmail, SessionRecord
+from svc.models.records import QueuedEmail, SessionRecord, SessionUnlocks
 
 
 def refund_emails(
@@ -59,9 +59,11 @@ def dispute_emails(
     evidence_due_by: datetime | None,
     access_code_emailed_at: datetime | None,
     operator: str | None,
+    unlocks: SessionUnlocks | None = None,
 ) -> list[QueuedEmail]:
     if not operator:
         return []
+    unlocks = unlocks or SessionUnlocks()
     told = DisputeOperatorEmail(
         session_id=session.id,
         dispute_id=dispute_id,
@@ -78,5 +80,7 @@ def dispute_emails(
         access_code_emailed_at=access_code_emailed_at,
         access_code_status=session.access_code_status,
         seam_device_id=session.seam_device_id,
+        first_unlocked_at=unlocks.first_unlocked_at,
+        unlock_count=unlocks.unlock_count,
     )
     return [queued(told, dedupe_key=f"dispute_operator:{dispute_id}", recipient=operator)]

@@ -173,6 +173,9 @@ class DisputeOperatorEmail(_Payload):
     access_code_emailed_at: IsoDatetime | None = None
     access_code_status: str | None = None
     seam_device_id: str | None = None
+    # Seam's lock.unlocked by the session's code (absent in rows queued before they were kept).
+    first_unlocked_at: IsoDatetime | None = None
+    unlock_count: int = 0
 
 
 class OperatorAlertEmail(_Payload):

@@ -454,6 +454,12 @@ async def test_a_dispute_marks_the_session_and_gives_the_operator_the_evidence(
 ) -> None:
     paid = await paid_session(stack, stripe_client, sql)
     await code_emailed(sql, paid.session_id)
+    # What Seam's lock.unlocked events left (svc/seam_events.py): evidence of use.
+    await sql.execute(
+        "insert into session_unlocks (session_id, first_unlocked_at, last_unlocked_at, "
+        "unlock_count) values ($1, '2026-11-30 09:01:00+00', '2026-11-30 09:40:00+00', 3)",
+        paid.session_id,
+    )
     body, headers = signed_event(
         "charge.dispute.created", dispute(paid.intents["charge"]), WEBHOOK_SECRET
     )
@@ -480,6 +486,8 @@ async def test_a_dispute_marks_the_session_and_gives_the_operator_the_evidence(
         "access_activity_log:",
         f": the door code was e-mailed to {CUSTOMER}.",
         "The pod has no smart lock that the service programs",
+        "30 November 2026, 9:01am: the door opened with this session's code for the first time "
+        "(reported by the lock through Seam); 3 unlocks with the code in all.",
         ": the session ended; £2.63 charged.",
     ):
         assert fact in text, fact

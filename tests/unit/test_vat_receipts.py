@@ -242,9 +242,8 @@ def test_a_dispute_gives_the_operator_the_evidence_and_what_to_do(settings: Sett
         "26 November 2026, 3:05pm: the door code was e-mailed to ada@example.com.\n\n"
         "The lock (Seam device august_device_1) took the code: Seam reported it set on the "
         "lock.\n\n"
-        "Unlocks: the service does not record them; Seam's dashboard lists the lock's unlock "
-        "events (device august_device_1): add those with the code's name qwip-session-6a1f2c3e."
-        "\n\n"
+        "Unlocks: the lock reported none with this session's code (Seam's dashboard lists "
+        "device august_device_1's events).\n\n"
         "26 November 2026, 3:15pm: the session ended; £2.63 charged.\n"
     )
 
