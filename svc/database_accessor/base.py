@@ -7,6 +7,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from svc.database_accessor.operator import OperatorQueries
+from svc.database_accessor.payment_calls import PaymentCalls
 from svc.database_accessor.rows import (
     _card_hold,
     _charge_claim,
@@ -30,13 +31,11 @@ from svc.models.records import (
     Pod,
     PodChanges,
     QueuedEmail,
-    RecoveryAttempt,
     ServiceGauges,
     SessionRecord,
     StartOutcome,
     StartSessionRequest,
 )
-from svc.models.refunds import RefundReservation, SessionRefunds, StripeRefund
 from svc.types import PaymentRecorded, PaymentStatus
 
 
@@ -65,7 +64,7 @@ and dicts or lists for ``jsonb``. Each backend sends them its own way."""
 _T = TypeVar("_T")
 
 
-class Database(OperatorQueries, SeamCalls, ABC):
+class Database(PaymentCalls, OperatorQueries, SeamCalls, ABC):
     """Every query of the service. A backend answers the few that are plain reads and
     writes its own way; every other method is one call of a ``qwip_*`` SQL function,
     written once here.
@@ -304,149 +303,6 @@ class Database(OperatorQueries, SeamCalls, ABC):
 
     async def list_overdue_sessions(self, *, max_minutes: int) -> list[UUID]:
         return await self._session_ids("qwip_list_overdue_sessions", {"p_max_minutes": max_minutes})
-
-    # Owed sessions: paying later, and no new booking meanwhile
-
-    async def begin_recovery(
-        self, session_id: UUID, *, after_attempt: int | None = None
-    ) -> RecoveryAttempt | None:
-        """The session's payment attempt as it stands, or (with `after_attempt`) the next
-        one, made once however many callers ask; None for an unknown session."""
-        function = "qwip_begin_recovery"
-        result = await self._call_value(
-            function, {"p_session_id": session_id, "p_after_attempt": after_attempt}
-        )
-        if not result:
-            # Postgres's null: PostgREST may give it as an empty body.
-            return None
-        row = self._expect(result, dict, function)
-        return RecoveryAttempt(
-            attempt=int(row["attempt"]), payment_intent_id=row.get("payment_intent_id")
-        )
-
-    async def record_recovery(
-        self, session_id: UUID, *, attempt: int, payment_intent_id: str
-    ) -> None:
-        await self._call_value(
-            "qwip_record_recovery",
-            {
-                "p_session_id": session_id,
-                "p_attempt": attempt,
-                "p_payment_intent_id": payment_intent_id,
-            },
-        )
-
-    async def record_card_fingerprint(self, session_id: UUID, *, fingerprint: str) -> None:
-        await self._call_value(
-            "qwip_record_card_fingerprint",
-            {"p_session_id": session_id, "p_fingerprint": fingerprint},
-        )
-
-    async def find_unpaid_session(
-        self, *, email: str | None, fingerprint: str | None
-    ) -> UUID | None:
-        """The oldest session still owed by this e-mail (any case) or this card."""
-        found = await self._call_value(
-            "qwip_find_unpaid_session", {"p_email": email, "p_fingerprint": fingerprint}
-        )
-        return _uuid(found) if found else None
-
-    # Refunds and disputes (the rules: supabase/migrations/0010_refunds_and_disputes.sql)
-
-    async def get_session_refunds(self, session_id: UUID) -> SessionRefunds | None:
-        function = "qwip_session_refunds"
-        result = await self._call_value(function, {"p_session_id": session_id})
-        if result is None:
-            return None
-        return SessionRefunds.from_json(self._expect(result, dict, function))
-
-    async def reserve_refund(
-        self, session_id: UUID, *, request_id: UUID, amount_pence: int | None, reason: str | None
-    ) -> RefundReservation:
-        """Reserve a refund (None: all that may still be refunded), split over the session's
-        PaymentIntents, under the session's row lock; or say why not."""
-        function = "qwip_reserve_refund"
-        result = await self._call_value(
-            function,
-            {
-                "p_session_id": session_id,
-                "p_request_id": request_id,
-                "p_amount_pence": amount_pence,
-                "p_reason": reason,
-            },
-        )
-        return RefundReservation.from_json(self._expect(result, dict, function))
-
-    async def record_refund(
-        self,
-        refund_id: int,
-        *,
-        stripe_refund_id: str | None,
-        state: str,
-        emails: Sequence[QueuedEmail] = (),
-    ) -> str | None:
-        """Stripe's answer to a reserved refund (only forward), with the request's e-mails;
-        the refund's state now."""
-        function = "qwip_record_refund"
-        result = await self._call_value(
-            function,
-            {
-                "p_refund_id": refund_id,
-                "p_stripe_refund_id": stripe_refund_id,
-                "p_state": state,
-                "p_emails": _emails_json(emails),
-            },
-        )
-        return None if result is None else self._expect(result, str, function)
-
-    async def sync_refunds(
-        self,
-        session_id: UUID,
-        *,
-        payment_intent_id: str,
-        refunds: Sequence[StripeRefund],
-        event_id: str,
-        event_type: str,
-        emails: Sequence[QueuedEmail] = (),
-    ) -> str:
-        """Stripe's refunds of one PaymentIntent of the session, with the event, once:
-        "recorded", "duplicate" or "unknown"."""
-        function = "qwip_sync_refunds"
-        result = await self._call_value(
-            function,
-            {
-                "p_session_id": session_id,
-                "p_payment_intent_id": payment_intent_id,
-                "p_refunds": [refund.as_json() for refund in refunds],
-                "p_event_id": event_id,
-                "p_event_type": event_type,
-                "p_emails": _emails_json(emails),
-            },
-        )
-        return self._expect(result, str, function)
-
-    async def record_dispute(
-        self,
-        session_id: UUID,
-        *,
-        dispute_id: str,
-        event_id: str,
-        event_type: str,
-        emails: Sequence[QueuedEmail] = (),
-    ) -> str:
-        """The session marked disputed, with the event and the operator's e-mail, once."""
-        function = "qwip_record_dispute"
-        result = await self._call_value(
-            function,
-            {
-                "p_session_id": session_id,
-                "p_dispute_id": dispute_id,
-                "p_event_id": event_id,
-                "p_event_type": event_type,
-                "p_emails": _emails_json(emails),
-            },
-        )
-        return self._expect(result, str, function)
 
     # Access codes on smart locks
 
