@@ -524,19 +524,22 @@ async def measure_memory(stack: Stack, http: httpx.AsyncClient) -> dict[str, Any
     ]
     worker = psutil.Process(stack.service.pid)
 
-    async def fire(count: int) -> None:
+    async def fire(fresh: httpx.AsyncClient, count: int) -> None:
         queue = iter(range(count))
 
         async def client() -> None:
             for i in queue:
-                await http.get(mix[i % len(mix)])
+                await fresh.get(mix[i % len(mix)])
 
         await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
 
-    await fire(5_000)
-    at_5k = worker.memory_info().rss / 2**20
-    await fire(5_000)
-    at_10k = worker.memory_info().rss / 2**20
+    # Connections of their own: one left idle by an earlier measurement may be closed by the
+    # server's keep-alive timeout just as it is used again.
+    async with httpx.AsyncClient(timeout=60) as fresh:
+        await fire(fresh, 5_000)
+        at_5k = worker.memory_info().rss / 2**20
+        await fire(fresh, 5_000)
+        at_10k = worker.memory_info().rss / 2**20
     say(f"  RSS after 5,000 requests {at_5k:.1f} MB, after 10,000 {at_10k:.1f} MB")
     return {"at_5k": at_5k, "at_10k": at_10k, "growth": at_10k - at_5k}
 
