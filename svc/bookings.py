@@ -236,7 +236,7 @@ async def start_session(
     email = found.address
     assert setup.payment_method_id is not None  # checked by _not_startable
     # The card too: the same card saved under another e-mail owes the same debt.
-    fingerprint = await payments_manager.card_fingerprint(services.stripe, setup.payment_method_id)
+    fingerprint = setup.card_fingerprint
     debt = await recovery.refuse_start_if_owing(
         services,
         setup_intent_id=setup.id,

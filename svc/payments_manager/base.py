@@ -59,10 +59,16 @@ class SetupIntentInfo:
     metadata: dict[str, str]
     created: int | None = None
     """When Stripe created it, in seconds since the epoch."""
+    card_fingerprint: str | None = None
+    """Stripe's fingerprint of the card (the same number, the same one on every Customer),
+    when the payment method came expanded."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SetupIntentInfo":
         created = data.get("created")
+        method = data.get("payment_method")
+        card = (method.get("card") or {}) if isinstance(method, dict) else {}
+        fingerprint = card.get("fingerprint")
         return cls(
             id=str(data["id"]),
             status=str(data.get("status")),
@@ -71,6 +77,7 @@ class SetupIntentInfo:
             payment_method_id=_id_of(data.get("payment_method")),
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
             created=created if isinstance(created, int) and not isinstance(created, bool) else None,
+            card_fingerprint=str(fingerprint) if fingerprint else None,
         )
 
 

@@ -92,7 +92,10 @@ async def retrieve_setup_intent(
 ) -> SetupIntentInfo:
     """The SetupIntent as Stripe has it now: what a start is decided on, never an event's copy."""
     try:
-        setup_intent = await client.v1.setup_intents.retrieve_async(setup_intent_id)
+        # The card comes with it: its fingerprint, for debts, without a second call.
+        setup_intent = await client.v1.setup_intents.retrieve_async(
+            setup_intent_id, params={"expand": ["payment_method"]}
+        )
     except stripe.InvalidRequestError:
         # Stripe refused the id itself: unknown, or not one of ours.
         raise SetupIntentNotFound() from None

@@ -203,15 +203,3 @@ async def retrieve_card_setup(client: stripe.StripeClient, setup_intent_id: str)
         logger.warning("stripe.unavailable call=retrieve_card_setup error=%s", type(error).__name__)
         raise PaymentProviderUnavailable() from error
     return SetupIntentInfo.from_dict(setup_intent.to_dict())
-
-
-async def card_fingerprint(client: stripe.StripeClient, payment_method_id: str) -> str | None:
-    """Stripe's fingerprint of the card: the same number gives the same one on every
-    Customer, so it finds a card saved again under another e-mail."""
-    try:
-        method = (await client.v1.payment_methods.retrieve_async(payment_method_id)).to_dict()
-    except stripe.StripeError as error:
-        logger.warning("stripe.unavailable call=card_fingerprint error=%s", type(error).__name__)
-        raise PaymentProviderUnavailable() from error
-    fingerprint = (method.get("card") or {}).get("fingerprint")
-    return str(fingerprint) if fingerprint else None

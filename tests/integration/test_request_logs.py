@@ -87,7 +87,6 @@ async def test_the_lines_a_booking_causes_carry_its_id_up_to_its_email(
     assert events_of(caplog, "booking-7f3a") == [
         "stripe.call",  # the SetupIntent, as Stripe's API has it
         "stripe.call",  # the customer's e-mail
-        "stripe.call",  # the card's fingerprint, for debts
         "booking.started",
         "email.sent",
     ]
