@@ -1,6 +1,13 @@
 // The booking page: save the card with Stripe.js, start the session (with the bank's approval
 // of the hold on the card when it asks for one), show the door code.
-import { api, formatLocalTime, Problem } from "./common.js";
+import {
+  api,
+  CARD_UNAVAILABLE,
+  formatLocalTime,
+  mountCard,
+  Problem,
+  statusLine,
+} from "./common.js";
 
 const main = document.getElementById("main");
 const { podName, publishableKey, timezone, turnstileSiteKey } = main.dataset;
@@ -12,25 +19,12 @@ const result = document.getElementById("booking-result");
 
 const EMAIL_HELP = "Enter your e-mail address, like name@example.com.";
 
-function say(message, { error = false } = {}) {
-  status.textContent = message;
-  status.classList.toggle("is-error", error);
-}
+const say = statusLine(status);
 
-let stripe = null;
-let card = null;
-try {
-  stripe = Stripe(publishableKey);
-  card = stripe.elements().create("card", {
-    style: { base: { fontSize: "16px", color: "#1f2a2e" } },
-  });
-  card.mount("#card-element");
-} catch {
-  stripe = null;
+const { stripe = null, card = null } = mountCard(publishableKey, "#card-element") || {};
+if (!stripe) {
   button.disabled = true;
-  say("Card payments could not load. Check your connection and reload the page.", {
-    error: true,
-  });
+  say(CARD_UNAVAILABLE, { error: true });
 }
 
 const UNREACHABLE = "We could not reach the card service. Check your connection and try again.";

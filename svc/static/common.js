@@ -96,3 +96,28 @@ export function elapsedSeconds(startIso, endIso) {
   };
   return Math.max(0, Math.floor((micros(endIso) - micros(startIso)) / 1e6));
 }
+
+// A status line that says a message, in red when it is an error.
+export function statusLine(element) {
+  return (message, { error = false } = {}) => {
+    element.textContent = message;
+    element.classList.toggle("is-error", error);
+  };
+}
+
+export const CARD_UNAVAILABLE =
+  "Card payments could not load. Check your connection and reload the page.";
+
+// Stripe.js and its card field, mounted on `selector`; null when Stripe.js did not load.
+export function mountCard(publishableKey, selector) {
+  try {
+    const stripe = Stripe(publishableKey);
+    const card = stripe.elements().create("card", {
+      style: { base: { fontSize: "16px", color: "#1f2a2e" } },
+    });
+    card.mount(selector);
+    return { stripe, card };
+  } catch {
+    return null;
+  }
+}

@@ -1,7 +1,7 @@
 // The pay page: pay what an ended session owes, with the saved card (the bank may ask the
 // customer to confirm) or another card saved here, with Stripe.js; the service reads every
 // outcome from Stripe itself.
-import { api, Problem } from "./common.js";
+import { api, CARD_UNAVAILABLE, mountCard, Problem, statusLine } from "./common.js";
 
 const byId = (id) => document.getElementById(id);
 const { sessionId, publishableKey } = byId("main").dataset;
@@ -10,25 +10,10 @@ const savedButton = byId("pay-saved");
 const form = byId("new-card-form");
 const newButton = byId("pay-new");
 
-function say(message, { error = false } = {}) {
-  status.textContent = message;
-  status.classList.toggle("is-error", error);
-}
+const say = statusLine(status);
 
-let stripe = null;
-let card = null;
-try {
-  stripe = Stripe(publishableKey);
-  card = stripe.elements().create("card", {
-    style: { base: { fontSize: "16px", color: "#1f2a2e" } },
-  });
-  card.mount("#card-element");
-} catch {
-  stripe = null;
-  say("Card payments could not load. Check your connection and reload the page.", {
-    error: true,
-  });
-}
+const { stripe = null, card = null } = mountCard(publishableKey, "#card-element") || {};
+if (!stripe) say(CARD_UNAVAILABLE, { error: true });
 
 const NOT_TAKEN = "Nothing was taken from your card.";
 const UNREACHABLE = "We could not reach the card service. Check your connection and try again.";
