@@ -2,7 +2,7 @@
 source, type and outcome (`invalid`: not signed by the sender; `error`: not acknowledged,
 so the sender delivers it again)."""
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from svc import bookings, payments_manager, seam_events
 from svc.errors import ServiceError
@@ -21,13 +21,7 @@ async def receive_stripe_event(
         # The type an unsigned body claims is anyone's to choose: never a label.
         services.metrics.count_webhook("stripe", "unverified", "invalid")
         raise
-    outcome = "error"
-    try:
-        ack = await bookings.handle_webhook(services, event)
-        outcome = ack.status
-        return ack
-    finally:
-        services.metrics.count_webhook("stripe", event.type, outcome)
+    return await _counted(services, "stripe", event.type, bookings.handle_webhook(services, event))
 
 
 async def receive_seam_event(
@@ -38,10 +32,16 @@ async def receive_seam_event(
     except ServiceError:
         services.metrics.count_webhook("seam", "unverified", "invalid")
         raise
+    return await _counted(services, "seam", event.type, seam_events.handle_event(services, event))
+
+
+async def _counted(
+    services: Services, source: str, event_type: str, handling: Awaitable[WebhookAck]
+) -> WebhookAck:
     outcome = "error"
     try:
-        ack = await seam_events.handle_event(services, event)
+        ack = await handling
         outcome = ack.status
         return ack
     finally:
-        services.metrics.count_webhook("seam", event.type, outcome)
+        services.metrics.count_webhook(source, event_type, outcome)
