@@ -11,11 +11,13 @@ Their OpenAPI description is given explicitly instead (POD_QUERY, SESSION_QUERY)
 route that takes a pod or a session reads it through the functions here.
 """
 
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from svc.database_accessor import Database
@@ -136,6 +138,19 @@ _ERRORS: dict[int, str] = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The error answers a route documents, each `{"detail": …}`."""
     return {code: {"model": ErrorBody, "description": _ERRORS[code]} for code in codes}
+
+
+class DirectRoute(APIRoute):
+    """A route whose endpoint reads its Request and returns its whole Response.
+
+    FastAPI documents it as any other (its query in openapi_extra, its answer in
+    response_model) and routes to it as any other, but calls the endpoint without its
+    request handler: no dependencies to solve, nothing to validate on the way in or out,
+    none of which such an endpoint has. On the routes that pages poll, that handler cost
+    more CPU than the endpoint's own work (bench/history.md)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
 
 
 def json_of(model: BaseModel) -> Response:

@@ -9,6 +9,7 @@ from svc.api.deps import (
     POD_QUERY,
     SESSION_QUERY,
     DbDep,
+    DirectRoute,
     errors,
     get_db,
     get_services,
@@ -20,6 +21,8 @@ from svc.api.deps import (
 from svc.models.schemas import ErrorBody, LockStatus, PodPublic
 
 router = APIRouter(tags=["pods"])
+# The route the booking page polls, served directly (deps.DirectRoute).
+polled = APIRouter(tags=["pods"], route_class=DirectRoute)
 
 PodList = RootModel[list[PodPublic]]
 
@@ -30,7 +33,7 @@ async def list_pods(db: DbDep) -> Response:
     return json_of(PodList([PodPublic.of(pod) for pod in await db.list_pods()]))
 
 
-@router.get(
+@polled.get(
     "/api/pod",
     response_model=PodPublic,
     responses=errors(404, 422),
@@ -38,7 +41,7 @@ async def list_pods(db: DbDep) -> Response:
 )
 async def get_pod(request: Request) -> Response:
     """One pod, by name or by id."""
-    # Plain calls rather than Depends: the booking page polls it.
+    # Reads its query and answers its JSON itself: the booking page polls it.
     name, pod_id = pod_reference(request)
     db = await get_db(request)
     return json_of(PodPublic.of(await sessions.find_pod(db, name=name, pod_id=pod_id)))

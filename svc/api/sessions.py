@@ -6,6 +6,7 @@ from fastapi.responses import Response
 from svc import locks, sessions
 from svc.api.deps import (
     SESSION_QUERY,
+    DirectRoute,
     ServicesDep,
     errors,
     get_services,
@@ -17,9 +18,11 @@ from svc.api.guards import require_json
 from svc.models.schemas import EndSessionRequest, EndSessionResult, SessionPreview, SessionStatus
 
 router = APIRouter(tags=["sessions"])
+# The route the session page polls, served directly (deps.DirectRoute).
+polled = APIRouter(tags=["sessions"], route_class=DirectRoute)
 
 
-@router.get(
+@polled.get(
     "/api/end-session-preview",
     response_model=SessionPreview,
     responses=errors(404, 422, 503),
@@ -27,8 +30,8 @@ router = APIRouter(tags=["sessions"])
 )
 async def preview_session(request: Request) -> Response:
     """The cost of a session so far, or its final cost once ended."""
-    # Plain calls rather than Depends on the busiest route (a page polls it every few
-    # seconds): FastAPI's dependency solving would be a good part of its CPU.
+    # The busiest route (the session page polls it every few seconds): it reads its query
+    # and answers its JSON itself, and is served without FastAPI's request handler.
     session_id = session_reference(request)
     return json_of(await sessions.preview_session(await get_services(request), session_id))
 
