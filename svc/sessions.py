@@ -86,9 +86,10 @@ def session_cost_pence(session: SessionRecord) -> int:
 
 def preview_of(session: SessionRecord) -> SessionPreview:
     pence = session_cost_pence(session)
-    # Built unvalidated: every value is already of its field's type (a typed record, our
-    # own arithmetic), and this is the busiest answer the service gives.
-    return SessionPreview.model_construct(
+    # Validated, though every value is already of its field's type: pydantic's validation
+    # runs in its compiled core, where model_construct is Python (2 µs against 4, on the
+    # busiest answer the service gives).
+    return SessionPreview(
         session_id=session.id,
         pod_name=session.pod_name,
         start_time=session.start_time,

@@ -84,6 +84,9 @@ class PostgresDatabase(Database):
                 reset=_keep_session,
                 statement_cache_size=0 if _uses_transaction_pooler(dsn) else 100,
                 command_timeout=30,
+                # Idle connections stay open: the pool is small, and closing them needs a
+                # timer armed at every release and cancelled at every acquire.
+                max_inactive_connection_lifetime=0,
                 server_settings={"application_name": "qwipsvc"},
             )
         except _UNAVAILABLE as error:
