@@ -245,7 +245,10 @@ async def sql_charges(fresh_charges: Cluster) -> AsyncIterator[asyncpg.Connectio
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    # Idle connections are dropped after 2 s, well before the replicas' uvicorn closes them
+    # (5 s, as httpx's own default): a request sent on a connection at the instant the server
+    # closes it fails with a read error, which would be the harness's fault, not the service's.
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=2)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         yield client
 
