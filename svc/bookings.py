@@ -155,6 +155,8 @@ class StartResult:
     hold_pence: int | None = None
     currency: str | None = None
     debt: recovery.DebtOutstanding | None = None
+    out_of_service: str | None = None
+    """Why the pod could not be started, when it was out of service as the start read it."""
 
 
 def _not_startable(setup: SetupIntentInfo) -> SetupIntentNotSucceeded | BookingNotStarted | None:
@@ -297,8 +299,13 @@ async def start_session(
                     end_session_url=settings.end_session_link(session_id),
                     smart_lock=smart_lock,
                 ),
+                # The database refuses a pod out of service as one taken meanwhile; the
+                # e-mail says which, as the pod was read here.
                 unavailable_email=email_manager.pod_unavailable_email(
-                    setup_intent_id=setup.id, recipient=email or "", pod_name=pod.name
+                    setup_intent_id=setup.id,
+                    recipient=email or "",
+                    pod_name=pod.name,
+                    out_of_service=pod.out_of_service,
                 ),
             )
         )
@@ -329,11 +336,15 @@ async def start_session(
         return StartResult(StartOutcomeKind.HOLD_RELEASED, pod_name=pod.name)
     if outcome.outcome is StartOutcomeKind.POD_UNAVAILABLE:
         logger.info("booking.pod_unavailable pod=%s setup_intent=%s", pod.name, setup.id)
-        return StartResult(StartOutcomeKind.POD_UNAVAILABLE, pod_name=pod.name)
+        return StartResult(
+            StartOutcomeKind.POD_UNAVAILABLE, pod_name=pod.name, out_of_service=pod.out_of_service
+        )
     if outcome.outcome is StartOutcomeKind.REFUSED_BEFORE:
         # No second "pod unavailable" e-mail: the first attempt told the customer.
         logger.info("booking.refused_before pod=%s setup_intent=%s", pod.name, setup.id)
-        return StartResult(StartOutcomeKind.REFUSED_BEFORE, pod_name=pod.name)
+        return StartResult(
+            StartOutcomeKind.REFUSED_BEFORE, pod_name=pod.name, out_of_service=pod.out_of_service
+        )
     if outcome.outcome is StartOutcomeKind.DUPLICATE:
         return StartResult(StartOutcomeKind.DUPLICATE)
     assert outcome.session_id is not None
@@ -421,6 +432,8 @@ async def confirm_booking(
     services.metrics.count_booking(result.outcome)
     if result.outcome in (StartOutcomeKind.POD_UNAVAILABLE, StartOutcomeKind.REFUSED_BEFORE):
         # Refused before (by the webhook, or an earlier call): the same answer, for good.
+        if result.out_of_service is not None:
+            raise pod_health.PodOutOfService(result.pod_name or "", result.out_of_service)
         raise PodTaken(result.pod_name or "")
     if result.outcome is StartOutcomeKind.EXPIRED:
         raise BookingExpired(services.settings.BOOKING_WINDOW_MINUTES)

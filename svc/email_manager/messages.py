@@ -57,9 +57,11 @@ def access_code_email(
     return queued(payload, dedupe_key=f"access_code:{session_id}", recipient=recipient)
 
 
-def pod_unavailable_email(*, setup_intent_id: str, recipient: str, pod_name: str) -> QueuedEmail:
+def pod_unavailable_email(
+    *, setup_intent_id: str, recipient: str, pod_name: str, out_of_service: str | None = None
+) -> QueuedEmail:
     return queued(
-        PodUnavailableEmail(pod_name=pod_name),
+        PodUnavailableEmail(pod_name=pod_name, out_of_service=out_of_service),
         dedupe_key=f"pod_unavailable:{setup_intent_id}",
         recipient=recipient,
     )

@@ -44,6 +44,9 @@ class AccessCodeEmail(_Payload):
 class PodUnavailableEmail(_Payload):
     kind: Literal["pod_unavailable"] = "pod_unavailable"
     pod_name: str
+    # Why, in words, when the pod went out of service after the card was set up; None:
+    # someone else took it (and messages queued before this field have none).
+    out_of_service: str | None = None
 
 
 class HoldDeclinedEmail(_Payload):

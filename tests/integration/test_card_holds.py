@@ -269,6 +269,64 @@ async def test_a_pod_taken_meanwhile_releases_the_hold_at_once(
     assert (await hold_of(stripe_client, first.customer_id))["status"] == "requires_capture"
 
 
+@pytest.mark.parametrize(
+    ("out_of_service", "reason"),
+    [("disabled", "cleaning until 3 pm"), ("lock offline", "its door lock is offline")],
+)
+async def test_a_pod_out_of_service_after_the_card_was_saved_starts_nothing(
+    make_settings: SettingsFactory,
+    stripe_client: stripe.StripeClient,
+    sql: asyncpg.Connection,
+    db: PostgresDatabase,
+    mailbox: Mailbox,
+    pod_id: int,
+    out_of_service: str,
+    reason: str,
+) -> None:
+    """The card saved, then the pod out of service (the operator's word, or its lock offline)
+    before the session starts: nothing starts, for good, the hold is released at once, and
+    the customer is told why, once."""
+    async with running(create_app(holding(make_settings))) as client:
+        card = await save_card(client, stripe_client)
+        if out_of_service == "disabled":
+            assert await db.set_pod_disabled("pod1", reason=reason) is True
+        else:
+            await sql.execute(
+                "update pods set seam_device_id = 'lock_1', lock_online = false where id = $1",
+                pod_id,
+            )
+        refused = await confirm(client, card)
+        answer = (
+            409,
+            {
+                "detail": f"Pod 'pod1' is out of service: {reason}. Nothing was charged; please "
+                "choose another pod."
+            },
+        )
+        assert (refused.status_code, refused.json()) == answer
+        # Stripe's event for the same SetupIntent, and the page again: the same, for good.
+        body, headers = signed_event("setup_intent.succeeded", card.setup_intent, WEBHOOK_SECRET)
+        hook = await client.post("/webhook/stripe", content=body, headers=headers)
+        assert (hook.status_code, hook.json()) == (200, {"status": "duplicate"})
+        again = await confirm(client, card)
+        assert (again.status_code, again.json()) == answer
+        [told] = await mailbox.wait_for("pod_unavailable", to=CUSTOMER)
+        await asyncio.sleep(0.5)
+    assert told.subject == "pod1 is out of service"
+    assert f"pod1 went out of service ({reason}) just after you saved your card" in told.text
+    assert len(mailbox.messages("pod_unavailable")) == 1
+    assert await sql.fetchval("select count(*) from pod_sessions") == 0
+    assert (
+        await sql.fetchval(
+            "select outcome from setup_intent_outcomes where setup_intent_id = $1",
+            card.setup_intent_id,
+        )
+        == "pod_unavailable"
+    )
+    assert await sql.fetchval("select in_use from pods where id = $1", pod_id) is False
+    assert (await hold_of(stripe_client, card.customer_id))["status"] == "canceled"
+
+
 async def test_an_abandoned_hold_is_released_by_the_background_round(
     make_settings: SettingsFactory,
     stripe_client: stripe.StripeClient,

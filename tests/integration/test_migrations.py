@@ -71,6 +71,9 @@ PINNED = {
     "0016_console_refunds_and_health.sql": (
         "b2bf34bd8c452fad50b74bd058d106887b4c3cd448a67758191ca9dffa8211d4"
     ),
+    "0017_start_refuses_pods_out_of_service.sql": (
+        "b0c36de3bff4e9b2f79c4aff1ea84db4af18693bc0d85400a57e862b012c7e86"
+    ),
 }
 
 ALL_APPLIED = (

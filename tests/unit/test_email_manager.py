@@ -561,3 +561,37 @@ def test_a_declined_hold_shows_a_hostile_pod_name_and_reason_as_text(settings: S
     ) in html
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert f"booking of {HOSTILE} ({HOSTILE})" in text
+
+
+@pytest.mark.parametrize(
+    ("out_of_service", "subject", "text"),
+    [
+        (
+            None,
+            "pod1 was just taken",
+            "Sorry: someone started a session in pod1 moments before you, so your session did "
+            "not start.\n\nYou have not been charged. Please choose another pod or try again "
+            "later.\n",
+        ),
+        (
+            "its door lock is offline",
+            "pod1 is out of service",
+            "Sorry: pod1 went out of service (its door lock is offline) just after you saved "
+            "your card, so your session did not start.\n\nYou have not been charged, and any "
+            "amount held on your card for this booking is released. Please choose another "
+            "pod.\n",
+        ),
+    ],
+)
+def test_a_session_that_did_not_start_says_whether_the_pod_was_taken_or_out_of_service(
+    settings: Settings, out_of_service: str | None, subject: str, text: str
+) -> None:
+    queued = email_manager.pod_unavailable_email(
+        setup_intent_id="seti_1",
+        recipient="ada@example.com",
+        pod_name="pod1",
+        out_of_service=out_of_service,
+    )
+    message = build_message(outbox(queued), settings)
+    assert message["Subject"] == subject
+    assert message.get_body(("plain",)).get_content() == text  # type: ignore[union-attr]
