@@ -1,7 +1,6 @@
 """Settings, read once from the environment and `.env`."""
 
 import base64
-import ipaddress
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -11,9 +10,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from svc import production
+from svc.production import (
+    GMAIL_SMTP_HOST,
+    SECRET_KEY_MODES,
+    is_set,
+    key_mode,
+)
 from svc.types import AppEnv, SmtpSecurity
 
-GMAIL_SMTP_HOST = "smtp.gmail.com"
 SEAM_DEFAULT_ENDPOINT = "https://connect.getseam.com"
 
 # In local mode, with no Stripe keys, the service talks to localstripe with these
@@ -21,10 +26,6 @@ SEAM_DEFAULT_ENDPOINT = "https://connect.getseam.com"
 LOCAL_STRIPE_SECRET = "sk_test_qwip_local"
 LOCAL_STRIPE_PUBLISHABLE_KEY = "pk_test_qwip_local"
 LOCAL_STRIPE_WEBHOOK_SECRET = "whsec_qwip_local"
-
-# What a key's prefix says about the Stripe mode it belongs to (rk_ keys are restricted).
-SECRET_KEY_MODES = {"sk_live_": "live", "rk_live_": "live", "sk_test_": "test", "rk_test_": "test"}
-PUBLISHABLE_KEY_MODES = {"pk_live_": "live", "pk_test_": "test"}
 
 
 class ConfigurationError(Exception):
@@ -190,7 +191,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _turnstile_keys_together(self) -> Self:
-        if _is_set(self.TURNSTILE_SITE_KEY) != _is_set(self.TURNSTILE_SECRET_KEY):
+        if is_set(self.TURNSTILE_SITE_KEY) != is_set(self.TURNSTILE_SECRET_KEY):
             raise ValueError(
                 "TURNSTILE_SITE_KEY and TURNSTILE_SECRET_KEY go together: set both, or neither"
             )
@@ -270,7 +271,7 @@ class Settings(BaseSettings):
         # The made-up keys and webhook secret are public: with a real Stripe account they
         # would let anyone sign events, so a real key brings its own of all three.
         if self.is_local and not self.uses_local_stripe:
-            given = [name for name in STRIPE_KEYS if _is_set(getattr(self, name))]
+            given = [name for name in STRIPE_KEYS if is_set(getattr(self, name))]
             missing = [name for name in STRIPE_KEYS if name not in given]
             if missing:
                 raise ValueError(
@@ -283,7 +284,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _vat_all_or_nothing(self) -> Self:
         vat = ("VAT_NUMBER", "BUSINESS_NAME", "BUSINESS_ADDRESS")
-        missing = [name for name in vat if not _is_set(getattr(self, name))]
+        missing = [name for name in vat if not is_set(getattr(self, name))]
         if 0 < len(missing) < len(vat):
             raise ValueError(
                 "VAT receipts need VAT_NUMBER, BUSINESS_NAME and BUSINESS_ADDRESS together: "
@@ -296,92 +297,15 @@ class Settings(BaseSettings):
         if self.is_local:
             return self
         problems = []
-        missing = self.missing_for_production()
+        missing = production.missing(self)
         if missing:
             problems.append("needs these variables set: " + ", ".join(missing))
-        refused = self.unsafe_for_production()
+        refused = production.unsafe(self)
         if refused:
             problems.append("refuses these settings: " + "; ".join(refused))
         if problems:
             raise ValueError(f"APP_ENV={self.APP_ENV} " + "; and ".join(problems))
         return self
-
-    def missing_for_production(self) -> list[str]:
-        missing = [
-            name
-            for name in (
-                "STRIPE_SECRET",
-                "STRIPE_WEBHOOK_SECRET",
-                "STRIPE_PUBLISHABLE_KEY",
-                "EMAIL_FROM",
-                "OPERATOR_EMAIL",
-            )
-            if not _is_set(getattr(self, name))
-        ]
-        if self.SMTP_HOST == GMAIL_SMTP_HOST and not _is_set(self.EMAIL_PASSWORD):
-            missing.append("EMAIL_PASSWORD")
-        if not _is_set(self.DATABASE_URL) and not (
-            _is_set(self.SUPABASE_URL) and _is_set(self.SUPABASE_KEY)
-        ):
-            missing.append("DATABASE_URL (or SUPABASE_URL and SUPABASE_KEY)")
-        if "PUBLIC_URL" not in self.model_fields_set:
-            missing.append("PUBLIC_URL")
-        return missing
-
-    def unsafe_for_production(self) -> list[str]:
-        """What production refuses to run with. APP_ENV=test, which stands on local peers,
-        refuses only live keys: with test keys no real card is ever charged."""
-        secret_mode = _key_mode(self.STRIPE_SECRET, SECRET_KEY_MODES)
-        publishable_mode = _key_mode(self.STRIPE_PUBLISHABLE_KEY, PUBLISHABLE_KEY_MODES)
-        refused = []
-        if self.APP_ENV is AppEnv.TEST:
-            refused += [
-                f"a live {name} (APP_ENV=test runs only with Stripe test keys)"
-                for name, mode in (
-                    ("STRIPE_SECRET", secret_mode),
-                    ("STRIPE_PUBLISHABLE_KEY", publishable_mode),
-                )
-                if mode == "live"
-            ]
-            return refused
-        public_url = urlsplit(self.PUBLIC_URL)
-        if (
-            "PUBLIC_URL" in self.model_fields_set
-            and public_url.scheme == "http"
-            and not _is_local_host(public_url.hostname)
-        ):
-            refused.append(
-                f"an http:// PUBLIC_URL ({self.PUBLIC_URL}: its links carry session ids, "
-                "use https://)"
-            )
-        if self.STRIPE_API_BASE:
-            refused.append(
-                f"STRIPE_API_BASE ({self.STRIPE_API_BASE}: payments and the card page's "
-                "JavaScript would come from there; unset it to use Stripe)"
-            )
-        if _is_set(self.STRIPE_SECRET) and secret_mode is None:
-            refused.append(
-                "a STRIPE_SECRET that is not a Stripe secret key "
-                "(sk_live_, rk_live_, sk_test_ or rk_test_)"
-            )
-        if _is_set(self.STRIPE_PUBLISHABLE_KEY) and publishable_mode is None:
-            refused.append(
-                "a STRIPE_PUBLISHABLE_KEY that is not a Stripe publishable key "
-                "(pk_live_ or pk_test_)"
-            )
-        if secret_mode and publishable_mode and secret_mode != publishable_mode:
-            refused.append(
-                f"a {secret_mode} STRIPE_SECRET with a {publishable_mode} STRIPE_PUBLISHABLE_KEY "
-                "(both keys must come from the same Stripe mode)"
-            )
-        if self.SMTP_SECURITY is SmtpSecurity.NONE and not _is_local_host(self.SMTP_HOST):
-            refused.append(
-                f"SMTP_SECURITY=none to {self.SMTP_HOST} (mail and the SMTP password would "
-                "cross the network unencrypted: use ssl or starttls)"
-            )
-        if any("*" in origin for origin in self.CORS_ORIGINS):
-            refused.append("CORS_ORIGINS with * (name each origin allowed)")
-        return refused
 
     # What stands in for what, derived once so every module agrees.
 
@@ -397,14 +321,12 @@ class Settings(BaseSettings):
     @property
     def stripe_test_mode(self) -> bool:
         """Outside local mode with Stripe test keys: the log and every page say TEST MODE."""
-        return not self.is_local and _key_mode(self.STRIPE_SECRET, SECRET_KEY_MODES) == "test"
+        return not self.is_local and key_mode(self.STRIPE_SECRET, SECRET_KEY_MODES) == "test"
 
     @property
     def uses_supabase_api(self) -> bool:
         """No connection string but a Supabase project's URL and key: PostgREST over HTTP."""
-        return (
-            self.DATABASE_URL is None and _is_set(self.SUPABASE_URL) and _is_set(self.SUPABASE_KEY)
-        )
+        return self.DATABASE_URL is None and is_set(self.SUPABASE_URL) and is_set(self.SUPABASE_KEY)
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -467,7 +389,7 @@ class Settings(BaseSettings):
 
     @property
     def uses_turnstile(self) -> bool:
-        return _is_set(self.TURNSTILE_SITE_KEY) and _is_set(self.TURNSTILE_SECRET_KEY)
+        return is_set(self.TURNSTILE_SITE_KEY) and is_set(self.TURNSTILE_SECRET_KEY)
 
     @property
     def booking_origins(self) -> set[str]:
@@ -493,31 +415,6 @@ class Settings(BaseSettings):
 
 
 STRIPE_KEYS = ("STRIPE_SECRET", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET")
-
-
-def _key_mode(key: SecretStr | str | None, modes: dict[str, str]) -> str | None:
-    """`live` or `test` from a Stripe key's prefix; None when unset or of no known shape."""
-    value = key.get_secret_value() if isinstance(key, SecretStr) else key
-    return next((mode for prefix, mode in modes.items() if (value or "").startswith(prefix)), None)
-
-
-def _is_local_host(host: str | None) -> bool:
-    """localhost or a loopback address (127.0.0.0/8, ::1): traffic that stays on the machine."""
-    if host is None:
-        return False
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_set(value: object) -> bool:
-    if isinstance(value, SecretStr):
-        return bool(value.get_secret_value().strip())
-    return value is not None and bool(str(value).strip())
 
 
 def load_settings() -> Settings:
