@@ -1,5 +1,5 @@
-"""Booking a pod: saving a card, then starting the session, from the page or from
-Stripe's event, by one code path.
+"""Starting a booked session, from the page or from Stripe's event, by one code path
+(saving the card before it: svc/card_setup.py).
 
 Every rule that must hold across replicas (one session per pod and per SetupIntent, one
 access-code e-mail) is enforced by the database, so any replica may handle any request.
@@ -12,39 +12,29 @@ from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 from svc import (
-    booking_limits,
     email_manager,
     holds,
     payments_manager,
     pod_health,
     recovery,
     seam_accessor,
-    turnstile,
 )
 from svc.database_accessor import Database
 from svc.errors import ServiceError
 from svc.models.records import Pod, SessionRecord, StartSessionRequest
-from svc.models.schemas import BookingConfirmed, SetupIntentCreated, WebhookAck
+from svc.models.schemas import BookingConfirmed, WebhookAck
 from svc.payments_manager import (
     HoldOutcome,
     SetupIntentInfo,
     SetupIntentNotFound,
     StripeEvent,
 )
-from svc.refunds import DISPUTE_EVENT, REFUND_EVENTS, reconcile_refunds, record_dispute
 from svc.services import Services
-from svc.sessions import PodNotFound, find_pod, find_session, reconcile_payment
+from svc.sessions import PodNotFound, find_session
 from svc.types import StartOutcomeKind
 from svc.utils import compute_hold_pence, format_money, short_id
 
 logger = logging.getLogger(__name__)
-
-
-class PodInUse(ServiceError):
-    status_code = 409
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"Pod {name!r} is in use right now; please try again when it is free.")
 
 
 class PodTaken(ServiceError):
@@ -86,61 +76,6 @@ class BookingExpired(ServiceError):
             f"This booking has expired: the card was saved more than {minutes} minutes ago, "
             "so the session did not start. You have not been charged. Please book again."
         )
-
-
-# Saving a card
-
-
-@dataclass(frozen=True)
-class CardSetupRequest:
-    """Who asks to save a card, as the HTTP edge saw them."""
-
-    name: str | None
-    pod_id: int | None
-    email: str | None
-    client_ip: str
-    turnstile_token: str | None = None
-    reuse_setup_intent_id: str | None = None
-    reuse_client_secret: str | None = None
-
-
-async def create_setup_intent(services: Services, request: CardSetupRequest) -> SetupIntentCreated:
-    """A Customer and a SetupIntent for the pod, or the browser's own unconfirmed one.
-
-    Everything that can refuse is asked before a new Customer is made at Stripe: the e-mail,
-    the pod, the challenge (Turnstile, when on), then the limits per address and e-mail.
-    """
-    email = booking_limits.valid_email(request.email) if request.email is not None else None
-    pod = await find_pod(services.db, name=request.name, pod_id=request.pod_id)
-    if pod.in_use:
-        raise PodInUse(pod.name)
-    # Whoever owes for a session books nothing new until it is paid.
-    await recovery.refuse_if_owing(services, email=email)
-    await pod_health.check_bookable(services, pod)
-    settings = services.settings
-    if settings.uses_turnstile:
-        await turnstile.verify(settings, token=request.turnstile_token, remote_ip=request.client_ip)
-    setup = None
-    if email and request.reuse_setup_intent_id and request.reuse_client_secret:
-        setup = await payments_manager.reusable_setup_intent(
-            services.stripe,
-            setup_intent_id=request.reuse_setup_intent_id,
-            client_secret=request.reuse_client_secret,
-            pod=pod,
-            email=email,
-        )
-        if setup is not None:
-            logger.info("booking.setup_reused pod=%s", pod.name)
-    if setup is None:
-        await booking_limits.take_booking_slot(
-            services.db, settings, ip=request.client_ip, email=email
-        )
-        setup = await payments_manager.create_setup_intent(services.stripe, pod=pod, email=email)
-    return SetupIntentCreated(
-        client_secret=setup.client_secret,
-        customer_id=setup.customer_id,
-        setup_intent_id=setup.setup_intent_id,
-    )
 
 
 # Starting a session: one path for the webhook and for the page's confirm-booking.
@@ -465,36 +400,7 @@ async def confirm_booking(
     )
 
 
-# Webhooks
-
-
-async def handle_webhook(services: Services, event: StripeEvent) -> WebhookAck:
-    """A Stripe event, verified by webhooks.receive_stripe_event, acted on."""
-    if await services.db.is_event_processed(event.id):
-        logger.info("webhook.duplicate event_id=%s type=%s", event.id, event.type)
-        return WebhookAck(status="duplicate")
-    if event.type == "setup_intent.succeeded":
-        return await _start_from_event(services, event)
-    if event.type in (
-        "payment_intent.succeeded",
-        "payment_intent.payment_failed",
-        "payment_intent.amount_capturable_updated",
-        "payment_intent.canceled",
-    ):
-        metadata = event.object.get("metadata")
-        if isinstance(metadata, dict) and metadata.get("purpose") == payments_manager.RECOVERY:
-            # A pay-page payment of an owed session, not a session's own charge.
-            return await recovery.handle_event(services, event)
-        return await reconcile_payment(services, event)
-    if event.type in REFUND_EVENTS:
-        return await reconcile_refunds(services, event)
-    if event.type == DISPUTE_EVENT:
-        return await record_dispute(services, event)
-    logger.info("webhook.ignored event_id=%s type=%s", event.id, event.type)
-    return WebhookAck(status="ignored")
-
-
-async def _start_from_event(services: Services, event: StripeEvent) -> WebhookAck:
+async def start_from_event(services: Services, event: StripeEvent) -> WebhookAck:
     """`setup_intent.succeeded`: the event names the SetupIntent; Stripe's API says what it
     is. What cannot start a session is acknowledged (`ignored`), so that Stripe stops
     retrying; an outage of Stripe answers 503, so that it retries."""

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from svc import bookings, webhooks
+from svc import bookings, card_setup, webhooks
 from svc.api.deps import (
     POD_QUERY,
     MissingParameter,
@@ -103,9 +103,9 @@ async def create_setup_intent(
     if body.pod_name is None and body.pod_id is None:
         raise MissingParameter("Give the pod as podName (or pod_name) or podId (or pod_id).")
     try:
-        created = await bookings.create_setup_intent(
+        created = await card_setup.create_setup_intent(
             services,
-            bookings.CardSetupRequest(
+            card_setup.CardSetupRequest(
                 name=None if body.pod_id is not None else body.pod_name,
                 pod_id=body.pod_id,
                 email=body.email,
@@ -143,9 +143,9 @@ async def create_setup_intent_by_get(
         )
     name, pod_id = pod_reference(request)
     try:
-        created = await bookings.create_setup_intent(
+        created = await card_setup.create_setup_intent(
             services,
-            bookings.CardSetupRequest(
+            card_setup.CardSetupRequest(
                 name=name,
                 pod_id=pod_id,
                 email=email,
